@@ -1,0 +1,5 @@
+"""``python -m dsnet`` runs the command line."""
+
+from dsnet.cli import main
+
+main()

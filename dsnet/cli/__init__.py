@@ -1,0 +1,51 @@
+"""The `dsnet` command line: ``dsnet synth | ingest | preview | split | train | ...``.
+
+Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback),
+1 unexpected failure (set ``DSNET_DEBUG=1`` to see the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from dsnet.cli.app import app
+from dsnet.errors import DataValidationError, InputError
+
+COMMAND_MODULES = ("synth", "data", "models", "train", "lifecycle", "pipeline", "intake")
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"dsnet.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"dsnet.cli.{name}":
+                raise
+
+
+def main() -> None:
+    """Console-script entry point with the package's exit-code contract."""
+    _load_commands()
+    try:
+        app()
+    except DataValidationError as exc:
+        for problem in exc.problems or [str(exc)]:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, no traceback
+        if os.environ.get("DSNET_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: unexpected {type(exc).__name__}: {detail}", file=sys.stderr)
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,23 @@
+"""Shared pytest fixtures. Area-specific fixtures live beside their tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never reach the network; keep third-party libraries from trying.
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture()
+def params():
+    """The repository's default parameters (params.yaml)."""
+    from pathlib import Path
+
+    from dsnet.config import load_params
+
+    return load_params([Path(__file__).resolve().parents[1] / "params.yaml"])
