@@ -1,0 +1,25 @@
+"""Reading CT like a radiology tool: DICOM slices to HU, model input, de-identification.
+
+numpy + pydicom (+ scipy) only; no torch, models or tracking.
+"""
+
+from dsnet.io.dicom import CTSlice, read_slice
+from dsnet.io.transforms import (
+    boxes_to_model,
+    boxes_to_original,
+    resample,
+    resampled_shape,
+    to_model_input,
+    window,
+)
+
+__all__ = [
+    "CTSlice",
+    "boxes_to_model",
+    "boxes_to_original",
+    "read_slice",
+    "resample",
+    "resampled_shape",
+    "to_model_input",
+    "window",
+]
