@@ -4,6 +4,7 @@ numpy + pydicom (+ scipy) only; no torch, models or tracking.
 """
 
 from dsnet.io.dicom import CTSlice, read_slice
+from dsnet.io.series import SeriesScan, read_series
 from dsnet.io.transforms import (
     boxes_to_model,
     boxes_to_original,
@@ -15,8 +16,10 @@ from dsnet.io.transforms import (
 
 __all__ = [
     "CTSlice",
+    "SeriesScan",
     "boxes_to_model",
     "boxes_to_original",
+    "read_series",
     "read_slice",
     "resample",
     "resampled_shape",
