@@ -26,7 +26,7 @@ AIR_HU, TISSUE_HU, CORTEX_HU = -1000.0, 40.0, 700.0
 
 def trabecular_hu(t_score: float) -> float:
     """A plausible trabecular HU for a T-score (denser bone for higher T)."""
-    return 180.0 + 45.0 * t_score
+    return 200.0 + 30.0 * t_score
 
 
 def phantom_hu(
