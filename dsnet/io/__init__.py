@@ -3,6 +3,7 @@
 numpy + pydicom (+ scipy) only; no torch, models or tracking.
 """
 
+from dsnet.io.deid import deidentify, patient_date_shift, pseudo_uid, pseudonym
 from dsnet.io.dicom import CTSlice, read_slice
 from dsnet.io.series import SeriesScan, read_series
 from dsnet.io.transforms import (
@@ -19,6 +20,10 @@ __all__ = [
     "SeriesScan",
     "boxes_to_model",
     "boxes_to_original",
+    "deidentify",
+    "patient_date_shift",
+    "pseudo_uid",
+    "pseudonym",
     "read_series",
     "read_slice",
     "resample",
