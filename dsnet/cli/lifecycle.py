@@ -1,0 +1,179 @@
+"""Lifecycle commands: ``dsnet register``, ``dsnet registry list|compare|promote|rollback``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dsnet.cli.app import ParamsOption, SetOption, app, registry_app, resolve_params
+
+NameOption = Annotated[
+    str | None,
+    typer.Option("--name", help="Registered model (default: params register.model_name)."),
+]
+
+
+@app.command()
+def register(
+    model: Annotated[Path, typer.Option("--model", help="Checkpoint (models/model.pt).")],
+    metrics: Annotated[Path, typer.Option("--metrics", help="metrics.json of the model.")],
+    out: Annotated[Path, typer.Option("--out", help="Receipt to write (register.json).")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 2 when the gate fails (for CI).")
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Hold-out data dir (default: data.dir).")
+    ] = None,
+    split: Annotated[Path, typer.Option("--split", help="Split file.")] = Path("data/split.json"),
+    params: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Gate a trained model and register it as the new challenger if it passes."""
+    from rich.console import Console
+
+    from dsnet.registry import register as register_model
+
+    receipt = register_model(
+        model, metrics, resolve_params(params, overrides), out, strict, data, split
+    )
+    version = f" as version {receipt['version']}" if receipt["version"] else ""
+    Console().print(f"gate {receipt['gate']}{version}: {receipt['reason']} ({out})")
+
+
+@registry_app.command("list")
+def list_command(name: NameOption = None, params: ParamsOption = None) -> None:
+    """Table of versions: metrics, data version, aliases, gate result, created."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dsnet.registry import list_versions
+
+    name = name or _default_name(params)
+    table = Table(title=f"registered model {name}")
+    for column in (
+        "version",
+        "map50",
+        "recall",
+        "acc",
+        "data version",
+        "model",
+        "aliases",
+        "gate",
+        "created",
+    ):
+        table.add_column(column)
+    for row in list_versions(name):
+        table.add_row(
+            str(row["version"]),
+            *(_number(row.get(k)) for k in ("map50", "recall", "acc")),
+            row["data_version"][:12],
+            f"{row['backbone']}/{row['attention']}",
+            ", ".join(row["aliases"]),
+            row["gate"],
+            row["created"],
+        )
+    Console().print(table)
+
+
+@registry_app.command()
+def compare(
+    a: Annotated[int, typer.Argument(help="First version.")],
+    b: Annotated[int, typer.Argument(help="Second version.")],
+    name: NameOption = None,
+    params: ParamsOption = None,
+) -> None:
+    """Side-by-side metrics and confusion matrices of two versions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dsnet.registry import compare as compare_versions
+
+    result = compare_versions(name or _default_name(params), a, b)
+    console = Console()
+    table = Table(title=f"v{a} vs v{b}")
+    for column in ("", f"v{a}", f"v{b}", "delta"):
+        table.add_column(column)
+    for row in result["metrics"]:
+        table.add_row(row["name"], _number(row["a"]), _number(row["b"]), _number(row["delta"]))
+    for key in ("backbone", "attention", "data_version", "gate", "aliases"):
+        table.add_row(key, _text(result["a"][key]), _text(result["b"][key]), "")
+    console.print(table)
+    if not result["same_holdout"]:
+        console.print("note: the versions were evaluated on different hold-outs")
+    for key in ("a", "b"):
+        console.print(_matrix_table(result[key]))
+
+
+@registry_app.command()
+def promote(
+    version: Annotated[int, typer.Option("--version", help="Version to make champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote despite a failed check (recorded).")
+    ] = False,
+    name: NameOption = None,
+    params: ParamsOption = None,
+) -> None:
+    """Move the champion alias to a reviewed version."""
+    from rich.console import Console
+
+    from dsnet.config import section
+    from dsnet.registry import promote as promote_version
+
+    settings = resolve_params(params, None)
+    margin = float(section(settings, "register").get("champion_margin", 0.0))
+    event = promote_version(name or _default_name(params), version, reason, force, margin)
+    previous = f" (was v{event['previous']})" if event["previous"] else ""
+    forced = " [forced]" if event["forced"] else ""
+    Console().print(f"champion -> v{event['version']}{previous}{forced}")
+
+
+@registry_app.command()
+def rollback(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded in the audit trail).")
+    ] = "rollback",
+    name: NameOption = None,
+    params: ParamsOption = None,
+) -> None:
+    """Return the champion alias to the previous champion."""
+    from rich.console import Console
+
+    from dsnet.registry import rollback as rollback_champion
+
+    event = rollback_champion(name or _default_name(params), reason)
+    Console().print(f"champion -> v{event['version']} (rolled back from v{event['previous']})")
+
+
+def _default_name(params: list[Path] | None) -> str:
+    from dsnet.registry import model_name
+
+    return model_name(resolve_params(params, None))
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _text(value: Any) -> str:
+    return ", ".join(value) if isinstance(value, list) else str(value or "")
+
+
+def _matrix_table(row: dict[str, Any]) -> Any:
+    """Render a ``{"rows", "columns", "matrix"}`` confusion matrix (as in metrics.json)."""
+    from rich.table import Table
+
+    matrix = row["confusion_matrix"] or {}
+    title = f"v{row['version']} confusion matrix (rows: truth, columns: answer)"
+    table = Table(title=title)
+    if not matrix.get("matrix"):
+        table.add_column("not recorded")
+        return table
+    table.add_column("")
+    for column in matrix["columns"]:
+        table.add_column(str(column))
+    for label, cells in zip(matrix["rows"], matrix["matrix"], strict=True):
+        table.add_row(str(label), *(str(c) for c in cells))
+    return table
