@@ -43,8 +43,6 @@ def test_valid_dir_loads_with_lookups(valid_dir):
 
 
 def test_decode_option_reads_every_slice(valid_dir):
-    if not hasattr(pytest.importorskip("dsnet.io"), "read_slice"):
-        pytest.skip("dsnet.io not there yet")
     assert len(load_data_dir(valid_dir, decode=True).images) == 12
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dsnet.cli.app import ParamsOption, SetOption, app, resolve_params
+from dsnet.cli.app import ParamsOption, SetOption, app, bench_app, resolve_params
 
 DataArg = Annotated[Path, typer.Argument(help="Data dir (DESIGN.md data contract).")]
 
@@ -42,3 +42,74 @@ def split_command(
     )
     write_split(split, out)
     typer.echo(f"{out}: {describe_split(dataset, split)}")
+
+
+@app.command("ingest")
+def ingest_command(
+    src: Annotated[
+        Path, typer.Argument(help="A data dir in the contract's layout, or a CSV of boxes.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Data dir to write (de-identified).")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option("--key-file", help="File holding the secret de-identification key."),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="The key itself (tests; prefer --key-file or env)."),
+    ] = None,
+) -> None:
+    """Import real CT data: check, de-identify, write a data dir and ingest_report.json.
+
+    The key comes from --key, --key-file or env DSNET_DEID_KEY (in that order).
+    """
+    from dsnet.data.ingest import REPORT_FILE, ingest, resolve_key
+
+    report = ingest(src, out, resolve_key(key, key_file))
+    summary = report.to_json()["summary"]
+    typer.echo(
+        f"{out}: {summary['accepted']} slices of {summary['patients']} patients ingested, "
+        f"{summary['rejected']} rejected (see {out / REPORT_FILE})"
+    )
+    for entry in report.rejected:
+        typer.echo(f"rejected {entry['source']}: {entry['reason']}", err=True)
+
+
+@bench_app.command("loader")
+def bench_loader_command(
+    data: DataArg,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option("--workers", help="Worker count(s); repeat. Default: 0 and train.workers."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Default: train.batch_size.")
+    ] = None,
+    params: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Data-loader throughput (images/s) for one epoch with the training augmentations."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from dsnet.bench.loader import bench_loader
+    from dsnet.config import section
+    from dsnet.data.contract import load_data_dir
+
+    torch.set_num_threads(1)
+    settings = resolve_params(params, overrides)
+    counts = workers or sorted({0, int(section(settings, "train").get("workers", 2))})
+    speeds = bench_loader(load_data_dir(data), settings, counts, batch_size)
+    table = Table(title=f"data loader, {data}")
+    for column in ("workers", "batch size", "images", "seconds", "images/s"):
+        table.add_column(column, justify="right")
+    for speed in speeds:
+        table.add_row(
+            str(speed.workers),
+            str(speed.batch_size),
+            str(speed.images),
+            f"{speed.seconds:.2f}",
+            f"{speed.images_per_s:.1f}",
+        )
+    Console().print(table)

@@ -396,18 +396,24 @@ def _positive_spacing(spacing: Any) -> bool:
     return len(values) == 2 and min(values) > 0
 
 
-def check_unlisted_files(root: Path, file_names: Iterable[str]) -> list[str]:
-    """Reasons for files under ``dicom/`` that no image record lists (hidden files skipped)."""
+def unlisted_files(root: Path, file_names: Iterable[str]) -> list[Path]:
+    """Files under ``root/dicom`` (relative to `root`) not in `file_names`; hidden ones skipped."""
     folder = root / DICOM_DIR
     if not folder.is_dir():
         return []
     listed = {str(Path(name)) for name in file_names}
+    found = (file.relative_to(root) for file in sorted(folder.rglob("*")) if file.is_file())
     return [
-        f"{file.relative_to(root)} is not listed in {ANNOTATIONS_FILE}"
-        for file in sorted(folder.rglob("*"))
-        if file.is_file()
-        and not any(part.startswith(".") for part in file.relative_to(root).parts)
-        and str(file.relative_to(root)) not in listed
+        rel
+        for rel in found
+        if not any(part.startswith(".") for part in rel.parts) and str(rel) not in listed
+    ]
+
+
+def check_unlisted_files(root: Path, file_names: Iterable[str]) -> list[str]:
+    """Reasons for files under ``dicom/`` that no image record lists."""
+    return [
+        f"{rel} is not listed in {ANNOTATIONS_FILE}" for rel in unlisted_files(root, file_names)
     ]
 
 
