@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pydicom
 import pytest
 from datadir_factory import make_data_dir, read_json, write_json
 
@@ -42,8 +43,18 @@ def test_valid_dir_loads_with_lookups(valid_dir):
     assert data.image_path(data.images[0]).is_file()
 
 
-def test_decode_option_reads_every_slice(valid_dir):
-    assert len(load_data_dir(valid_dir, decode=True).images) == 12
+def test_decode_option_catches_what_headers_alone_do_not(data_copy):
+    assert len(load_data_dir(data_copy, decode=True).images) == 12
+    coco = read_json(data_copy / "annotations.json")
+    path = data_copy / coco["images"][2]["file_name"]
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.save_as(path)
+    assert len(load_data_dir(data_copy).images) == 12  # headers look fine
+    with pytest.raises(DataValidationError) as info:
+        load_data_dir(data_copy, decode=True)
+    [problem] = info.value.problems
+    assert problem.startswith(f"{path}: ") and "PhotometricInterpretation" in problem
 
 
 def test_unknown_patient_in_images_of_is_an_input_error(valid_dir):
