@@ -58,8 +58,16 @@ def tracking_enabled() -> bool:
 
 
 def tracking_uri() -> str:
-    """Return the tracking URI in effect: ``MLFLOW_TRACKING_URI`` or the SQLite default."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """Return the tracking URI in effect: ``MLFLOW_TRACKING_URI`` or the SQLite default.
+
+    The default ``sqlite:///mlflow.db`` is made absolute (in the working directory), so a
+    process that changes directory keeps using the same store.
+
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == DEFAULT_TRACKING_URI:
+        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+    return uri
 
 
 def configure_mlflow() -> str:

@@ -10,6 +10,11 @@ fixtures ``s3_server`` and ``mlflow_server``::
 The MLflow server keeps runs and the registry in SQLite and stores artifacts directly in
 S3 (``--default-artifact-root s3://mlflow/artifacts --no-serve-artifacts``), so clients
 need ``MLFLOW_S3_ENDPOINT_URL`` and AWS credentials, as with MinIO in production.
+
+Creating an MLflow SQLite database runs its schema migrations (seconds); the session
+fixture ``mlflow_db_template`` does that once and every store starts as a copy of it
+(fixture ``local_mlflow``: the default ``sqlite:///mlflow.db`` store in a fresh working
+directory).
 """
 
 from __future__ import annotations
@@ -156,9 +161,27 @@ def moto_s3(
         yield S3Server(url=url, env=env)
 
 
+def migrated_mlflow_db(path: Path) -> Path:
+    """Create an empty MLflow SQLite database at `path` with the current schema."""
+    from mlflow.store.model_registry.sqlalchemy_store import (
+        SqlAlchemyStore as RegistryStore,
+    )
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{path}"
+    SqlAlchemyStore(uri, (path.parent / "mlartifacts").as_uri())
+    RegistryStore(uri)
+    return path
+
+
 @contextlib.contextmanager
 def mlflow_tracking_server(
-    workdir: Path, s3: S3Server, bucket: str = MLFLOW_BUCKET, timeout: float = 90
+    workdir: Path,
+    s3: S3Server,
+    bucket: str = MLFLOW_BUCKET,
+    timeout: float = 90,
+    template: Path | None = None,
 ) -> Iterator[MlflowServer]:
     """Run ``mlflow server`` on 127.0.0.1 (free port): SQLite backend, artifacts in S3.
 
@@ -167,6 +190,7 @@ def mlflow_tracking_server(
         s3: The S3 endpoint that receives artifacts (bucket must exist).
         bucket: Artifact bucket.
         timeout: Seconds to wait for start-up (database migrations take a few seconds).
+        template: An already migrated database to start from (see `migrated_mlflow_db`).
 
     Yields:
         The server URL, its artifact root and the client environment.
@@ -175,6 +199,8 @@ def mlflow_tracking_server(
     url = f"http://127.0.0.1:{port}"
     root = f"s3://{bucket}/artifacts"
     database = workdir / "mlflow-server.db"
+    if template is not None:
+        shutil.copyfile(template, database)
     cmd = [
         sys.executable,
         "-m",
@@ -207,7 +233,30 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory, s3_server) -> Iterator[MlflowServer]:
+def mlflow_db_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite database to copy (created once per session)."""
+    return migrated_mlflow_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, s3_server, mlflow_db_template) -> Iterator[MlflowServer]:
     """An MLflow tracking server for the test session, artifacts in the moto S3 server."""
-    with mlflow_tracking_server(tmp_path_factory.mktemp("mlflow"), s3_server) as server:
+    workdir = tmp_path_factory.mktemp("mlflow")
+    with mlflow_tracking_server(workdir, s3_server, template=mlflow_db_template) as server:
         yield server
+
+
+@pytest.fixture()
+def local_mlflow(tmp_path, monkeypatch, mlflow_db_template) -> Path:
+    """A fresh working directory holding the default store ``sqlite:///mlflow.db``.
+
+    Tracking is on, ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` are unset, so
+    `dsnet.tracking` uses ``./mlflow.db`` with artifacts under ``./mlartifacts``.
+    """
+    shutil.copyfile(mlflow_db_template, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DSNET_TRACKING", "on")
+    monkeypatch.setenv("DSNET_MODEL_CACHE", str(tmp_path / "model-cache"))
+    return tmp_path
