@@ -211,6 +211,9 @@ def test_output_must_not_overlap_the_source_or_an_unrelated_folder(source, tmp_p
     src, _, _ = source
     with pytest.raises(InputError, match="outside the source"):
         ingest(src, src / "out", KEY)
+    write_csv(src / "dicom" / "labels.csv", [])
+    with pytest.raises(InputError, match="outside the source"):
+        ingest(src / "dicom" / "labels.csv", src / "dicom" / "out", KEY)
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")

@@ -238,8 +238,8 @@ def ingest(
 
 
 def check_out_dir(src: Path, out_dir: Path) -> None:
-    """Refuse an output folder that overlaps the source or was not made by ingest."""
-    src_abs, out_abs = src.resolve(), out_dir.resolve()
+    """Refuse an output folder that overlaps the source (folder) or was not made by ingest."""
+    src_abs, out_abs = (src if src.is_dir() else src.parent).resolve(), out_dir.resolve()
     if out_abs == src_abs or src_abs in out_abs.parents or out_abs in src_abs.parents:
         raise InputError(out_dir, f"must be outside the source {src} and not contain it")
     if out_dir.exists() and (
