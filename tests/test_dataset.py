@@ -161,3 +161,13 @@ def test_image_without_annotations_has_empty_targets(data):
 def test_bad_params_are_input_errors(data, preprocess, augment, key):
     with pytest.raises(InputError, match=key):
         CTDetectionDataset(data, ["P1"], preprocess, augment)
+
+
+def test_bench_loader_counts_every_image_per_worker_setting(data, params):
+    from dsnet.bench.loader import bench_loader
+
+    speeds = bench_loader(data, params, workers=[0, 1], batch_size=3)
+    assert [(s.workers, s.batch_size, s.images) for s in speeds] == [(0, 3, 8), (1, 3, 8)]
+    assert all(s.seconds > 0 and s.images_per_s == s.images / s.seconds for s in speeds)
+    with pytest.raises(InputError, match="--workers"):
+        bench_loader(data, params, workers=[-1])

@@ -149,6 +149,14 @@ def test_split_command_writes_the_split_of_the_params(tmp_path):
     assert len(split["test"]) == 3 and len(split["train"]) == 3
     assert "3 train / 3 test patients" in result.stdout
 
+    more = {f"B{k}": {"L1": t} for k, t in enumerate([0.2, -1.1, -2.6, -1.4, 0.0, -2.9])}
+    grown = make_data_dir(tmp_path / "grown", {**t_scores, **more})
+    args = ["split", str(grown), "--out", "s2.json", "-p", str(params), "--previous", "s.json"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    after = json.loads((tmp_path / "s2.json").read_text())
+    assert set(split["test"]) <= set(after["test"]) and set(split["train"]) <= set(after["train"])
+    assert len(after["test"]) == 6  # 4 patients per class, half of them in test
+
     (data_dir / "dxa.csv").write_text("patient_id,vertebra,t_score\n")
     result = run_cli("split", str(data_dir), "--out", "s.json", cwd=tmp_path)
     assert result.returncode == 2
