@@ -167,3 +167,12 @@ def test_undecodable_file_is_named(data_copy):
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith(f"{data_copy}/{coco['images'][0]['file_name']}: ")
     assert "not a readable DICOM file" in info.value.problems[0]
+
+
+def test_synthetic_data_set_passes_validation(tmp_path):
+    from dsnet.data.synth import synthesize
+
+    summary = synthesize(tmp_path / "syn", patients=2, seed=5, slices_per_vertebra=1)
+    data = load_data_dir(tmp_path / "syn", decode=True)
+    assert len(data.images) == summary.slices == 8
+    assert len(data.patients()) == 2

@@ -171,3 +171,17 @@ def test_bench_loader_counts_every_image_per_worker_setting(data, params):
     assert all(s.seconds > 0 and s.images_per_s == s.images / s.seconds for s in speeds)
     with pytest.raises(InputError, match="--workers"):
         bench_loader(data, params, workers=[-1])
+
+
+def test_synthetic_boxes_sit_on_the_vertebral_body(tmp_path, params):
+    from dsnet.data.synth import synthesize
+
+    synthesize(tmp_path / "syn", patients=1, seed=3, slices_per_vertebra=1)
+    data = load_data_dir(tmp_path / "syn")
+    ds = CTDetectionDataset(data, data.patients(), params["preprocess"])
+    for index in range(len(ds)):
+        image, target = ds[index]
+        x1, y1, x2, y2 = (int(round(float(v))) for v in target["boxes"][0])
+        inside = image[0, y1:y2, x1:x2].mean()  # full bone window
+        shifted = image[0, y1:y2, max(0, x1 - (x2 - x1)) : x1].mean()  # same size, to the side
+        assert inside > image[0].mean() and inside > shifted, (index, inside, shifted)
