@@ -1,0 +1,82 @@
+"""Device, CPU threads and backend flags for training.
+
+``train.device``: ``auto`` picks CUDA when a GPU is visible and the CPU otherwise;
+``cpu`` and ``cuda`` force one. Under torchrun each process takes ``cuda:LOCAL_RANK``.
+Mixed precision (``train.amp``) is used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dsnet.errors import InputError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """Resolve the ``train.device`` setting to a torch device.
+
+    Args:
+        name: ``auto``, ``cpu`` or ``cuda``.
+        local_rank: This process's GPU index on its node (torchrun ``LOCAL_RANK``).
+
+    Returns:
+        ``cuda:<local_rank>`` or ``cpu``.
+
+    Raises:
+        InputError: An unknown name, or ``cuda`` without a visible GPU.
+
+    """
+    name = str(name or "auto").lower()
+    if name not in DEVICE_CHOICES:
+        raise InputError("train.device", f"must be one of {', '.join(DEVICE_CHOICES)}, got {name}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise InputError("train.device", "cuda requested but no CUDA device is visible")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | str | None, processes_per_node: int = 1) -> int:
+    """Set torch's intra-op threads for this process and return the number used.
+
+    Args:
+        threads: ``train.threads``: a positive count, or ``auto``/None for the available
+            cores shared evenly among the training processes on this node.
+        processes_per_node: Training processes on this node (torchrun
+            ``LOCAL_WORLD_SIZE``).
+
+    Returns:
+        The thread count set with ``torch.set_num_threads``.
+
+    """
+    if threads in (None, "auto"):
+        count = max(1, available_cpus() // max(1, processes_per_node))
+    else:
+        count = int(threads)
+        if count < 1:
+            raise InputError("train.threads", f"must be 'auto' or a positive count, got {threads}")
+    torch.set_num_threads(count)
+    return count
+
+
+def configure_backends(device: torch.device) -> None:
+    """Let cuDNN pick the fastest kernels on GPU (input sizes are fixed per profile)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def use_amp(device: torch.device, requested: bool) -> bool:
+    """Whether to train in mixed precision: only when requested and on CUDA."""
+    return bool(requested) and device.type == "cuda"

@@ -1,0 +1,172 @@
+"""dsnet.checkpoint: model.pt round trip and refusal of bad files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from dsnet.checkpoint import (
+    CHECKPOINT_FORMAT,
+    build_model,
+    load_checkpoint,
+    model_config,
+    read_checkpoint,
+    save_checkpoint,
+)
+from dsnet.errors import InputError
+
+torch.set_num_threads(1)
+
+MODEL = {
+    "backbone": "resnet50",
+    "attention": "ds",
+    "ds_residual": True,
+    "min_size": 64,
+    "max_size": 64,
+    "detector": {"box_score_thresh": 0.0, "box_detections_per_img": 5},
+}
+PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
+
+
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every float tensor, so a round trip cannot pass by re-initialising."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.01 * torch.randn(tensor.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = model_config(MODEL, num_classes=4)
+    model = _trained_like(build_model(cfg)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    meta = {"epochs": 3, "seed": 0, "device": "cpu", "train_seconds": 1.5}
+    save_checkpoint(path, model, cfg, PREPROCESS, meta)
+    return path, model, cfg
+
+
+def test_round_trip_restores_identical_weights_and_predictions(saved):
+    path, model, cfg = saved
+    loaded, checkpoint = load_checkpoint(path, "cpu")
+    assert not loaded.training
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for key, tensor in original.items():
+        assert torch.equal(tensor, restored[key]), key
+
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected, got = model([image])[0], loaded([image])[0]
+    assert expected["boxes"].shape[0] > 0  # score threshold 0: there is something to compare
+    for key in ("boxes", "labels", "scores"):
+        assert torch.equal(expected[key], got[key]), key
+
+    assert checkpoint["format"] == CHECKPOINT_FORMAT
+    assert checkpoint["model"] == cfg
+    assert checkpoint["preprocess"] == PREPROCESS
+    assert [c["name"] for c in checkpoint["categories"]] == [
+        "normal",
+        "osteopenia",
+        "osteoporosis",
+    ]
+    assert checkpoint["meta"]["epochs"] == 3
+
+
+def test_file_is_a_plain_weights_only_dict(saved):
+    path, _, _ = saved
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(raw) == {"format", "model", "preprocess", "categories", "state_dict", "meta"}
+    assert all(t.device.type == "cpu" for t in raw["state_dict"].values())
+
+
+def test_model_config_keeps_architecture_only():
+    cfg = model_config({**MODEL, "weights": "/some/coco.pth"}, num_classes=4)
+    assert "weights" not in cfg
+    assert cfg["num_classes"] == 4
+    with pytest.raises(InputError, match="missing key.*backbone"):
+        model_config({"attention": "ds"}, num_classes=4)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_garbage_file(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        read_checkpoint(path)
+
+
+def test_arbitrary_pickle_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "executed"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "model.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "payload": Exploit()}, path)
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_other_format_is_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "something/9", "state_dict": {}}, path)
+    with pytest.raises(InputError, match="'something/9' is not dsnet-checkpoint/1"):
+        read_checkpoint(path)
+    torch.save({"backbone.x": torch.zeros(1)}, path)  # a bare state dict
+    with pytest.raises(InputError, match="None is not dsnet-checkpoint/1"):
+        read_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_config(saved, tmp_path):
+    path, _, _ = saved
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["model"]["attention"] = "none"  # DS tensors now have no place
+    other = tmp_path / "model.pt"
+    torch.save(checkpoint, other)
+    with pytest.raises(InputError, match=r"do not fit its model config: \d+ unexpected"):
+        load_checkpoint(other)
+
+
+def test_failed_save_keeps_the_previous_file(saved, tmp_path):
+    path, model, cfg = saved
+    target = tmp_path / "model.pt"
+    target.write_bytes(path.read_bytes())
+    before = target.read_bytes()
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # a lambda cannot be saved
+        save_checkpoint(target, model, cfg, PREPROCESS, {"bad": lambda: None})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_model_trained_from_pretrained_weights_round_trips(saved, tmp_path):
+    """Frozen BatchNorm (weights-initialised) reloads into the plain-BatchNorm rebuild."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    path, _, cfg = saved
+    init = tmp_path / "init.pth"
+    torch.save(torch.load(path, weights_only=True)["state_dict"], init)
+    model = build_model(cfg, weights=init).eval()
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    target = tmp_path / "model.pt"
+    save_checkpoint(target, model, cfg, PREPROCESS, {})
+    loaded, _ = load_checkpoint(target)
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, got = model([image])[0], loaded([image])[0]
+    assert expected["scores"].numel() > 0
+    # Same maths, different float rounding order (FrozenBatchNorm2d folds its scale).
+    torch.testing.assert_close(got["scores"], expected["scores"], atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(got["boxes"], expected["boxes"], atol=0.01, rtol=0)  # pixels
