@@ -230,6 +230,7 @@ def _train(
                 run.log_metrics({k: v for k, v in stats.row().items() if k != "epoch"}, epoch)
             distributed.barrier(ctx)
 
+        distributed.broadcast_buffers(_unwrap(model), ctx)
         result = _result(paths, history, run.run_id, device, ctx, _unwrap(model).eval())
         if ctx.is_main:
             meta = {

@@ -100,3 +100,15 @@ def sum_across_ranks(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, in place.
+
+    DDP synchronises buffers at the start of each forward pass, so after the last step
+    each rank still holds its own running statistics; this makes every rank's model
+    equal to the one rank 0 saves.
+    """
+    if ctx.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
