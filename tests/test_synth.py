@@ -157,6 +157,18 @@ def test_box_is_tight_around_the_body_and_excludes_posterior_elements():
         assert (behind > 300).sum() > 50
 
 
+def test_shared_level_background_gives_the_same_slice():
+    rng = np.random.default_rng(4)
+    scene = phantom.build_scene(rng, population.sample_patient(rng, 0))
+    background = phantom.level_background(scene, "L2")
+    before = background.hu.copy()
+    shared = phantom.render_slice(scene, "L2", -1.0, np.random.default_rng(1), background)
+    alone = phantom.render_slice(scene, "L2", -1.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(shared.hu, alone.hu)
+    assert shared.box_xyxy == alone.box_xyxy
+    np.testing.assert_array_equal(background.hu, before)  # shared, so never painted on
+
+
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     first = synthesize(tmp_path / "a", patients=1, seed=5, slices_per_vertebra=1).out_dir
     second = synthesize(tmp_path / "b", patients=1, seed=5, slices_per_vertebra=1).out_dir

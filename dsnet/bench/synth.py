@@ -25,6 +25,8 @@ class SynthBench:
         slices: Slices written.
         seconds: Wall time of `synthesize` (rendering, DICOM encoding, writing).
         slices_per_s: ``slices / seconds``.
+        cpu_seconds: CPU time of the process during `synthesize` (all threads); on a
+            shared machine ``slices / cpu_seconds`` is the speed it would have alone.
         rss_before_mb: Peak resident memory of the process before generating (imports).
         peak_rss_mb: Peak resident memory of the process after generating.
         mb_written: Size of the data dir.
@@ -34,6 +36,7 @@ class SynthBench:
     slices: int
     seconds: float
     slices_per_s: float
+    cpu_seconds: float
     rss_before_mb: float
     peak_rss_mb: float
     mb_written: float
@@ -64,15 +67,17 @@ def bench_synth(patients: int, seed: int = 0, slices_per_vertebra: int = 2) -> S
     before = _peak_rss_mb()
     with tempfile.TemporaryDirectory(prefix="dsnet-bench-synth-") as tmp:
         out = Path(tmp) / "data"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         summary = synthesize(out, patients, seed, slices_per_vertebra)
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
         written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return SynthBench(
         patients=patients,
         slices=summary.slices,
         seconds=round(seconds, 3),
         slices_per_s=round(summary.slices / seconds, 2),
+        cpu_seconds=round(cpu_seconds, 3),
         rss_before_mb=round(before, 1),
         peak_rss_mb=round(_peak_rss_mb(), 1),
         mb_written=round(written / 2**20, 1),

@@ -95,7 +95,8 @@ def bench_synth_command(
     result = bench_synth(patients, seed, slices_per_vertebra)
     typer.echo(
         f"synth: {result.slices} slices of {result.patients} patients in {result.seconds:.1f} s "
-        f"= {result.slices_per_s:.1f} slices/s (target >= 20); "
+        f"= {result.slices_per_s:.1f} slices/s (target >= 20; "
+        f"{result.slices / max(result.cpu_seconds, 1e-9):.1f} per CPU-second); "
         f"peak RSS {result.peak_rss_mb:.0f} MB ({result.rss_before_mb:.0f} MB before generating); "
         f"{result.mb_written:.0f} MB written"
     )

@@ -2,10 +2,11 @@
 
 The pipeline for a slice, all vectorised numpy on a 512 x 512 float32 HU image:
 
-1. paint soft tissue (`dsnet.data.anatomy`), posterior elements and the vertebral body
-   (`dsnet.data.bone`) in the anatomy frame, placed by the patient's pose (roll and
-   off-centre position: the small rotations/translations of real positioning);
-2. the scanner table under the patient;
+1. paint soft tissue (`dsnet.data.anatomy`), posterior elements (`dsnet.data.bone`) and
+   the scanner table - the level's background, shared by its slices - in the anatomy
+   frame, placed by the patient's pose (roll and off-centre position: the small
+   rotations/translations of real positioning);
+2. the vertebral body of this slice (height-dependent outline, fresh trabecular texture);
 3. the scan's calibration offset, added to every tissue;
 4. white noise, then one Gaussian point-spread blur (partial volume; it also gives the
    noise the correlated texture of filtered back-projection) scaled so that the noise
@@ -149,21 +150,25 @@ def _pose(scene: PatientScene, vb: bone.Vertebra) -> Pose:
     return Pose(angle, (x, y))
 
 
-def render_slice(
-    scene: PatientScene, level: str, z_offset_mm: float, rng: np.random.Generator
-) -> RenderedSlice:
-    """Render one slice through vertebra `level`, `z_offset_mm` above its mid-height.
+@dataclass(frozen=True)
+class LevelBackground:
+    """Everything of a slice through one level except the vertebral body and the scanner.
 
-    Args:
-        scene: The patient.
-        level: ``L1`` .. ``L4``.
-        z_offset_mm: Offset from mid-body (mm), a few mm either way.
-        rng: Random generator of this slice (texture, noise, artefacts).
+    Rendered once per (patient, level) and shared by that level's slices.
 
-    Returns:
-        The HU image, the body mask and its tight box.
-
+    Attributes:
+        canvas: The pixel grid placed by the patient's pose at this level.
+        hu: float32 [512, 512] soft tissue, posterior elements and table (read-only use).
+        outside: bool [512, 512] pixels outside the reconstruction circle.
     """
+
+    canvas: Canvas
+    hu: np.ndarray
+    outside: np.ndarray
+
+
+def level_background(scene: PatientScene, level: str) -> LevelBackground:
+    """Paint soft tissue, posterior elements and table of one level of one patient."""
     vb = scene.vertebrae[level]
     hab, scan = scene.habitus, scene.scan
     level_rng = np.random.default_rng(scene.level_seed[level])  # same organs on every slice
@@ -179,14 +184,41 @@ def render_slice(
     )
     for layer in layers:
         canvas.paint(hu, layer)
-    body_mask = bone.paint_body(hu, canvas, vb, z_offset_mm, rng, hab.blood_hu)
     _paint_table(hu, canvas, scene)
+    outside = canvas.x**2 + canvas.y**2 > (IMAGE_SIZE * scan.spacing / 2) ** 2
+    return LevelBackground(canvas, hu, outside)
+
+
+def render_slice(
+    scene: PatientScene,
+    level: str,
+    z_offset_mm: float,
+    rng: np.random.Generator,
+    background: LevelBackground | None = None,
+) -> RenderedSlice:
+    """Render one slice through vertebra `level`, `z_offset_mm` above its mid-height.
+
+    Args:
+        scene: The patient.
+        level: ``L1`` .. ``L4``.
+        z_offset_mm: Offset from mid-body (mm), a few mm either way.
+        rng: Random generator of this slice (trabecular texture, noise, artefacts).
+        background: `level_background(scene, level)` if already rendered (it is the same
+            for every slice of the level); rendered here when None.
+
+    Returns:
+        The HU image, the body mask and its tight box.
+    """
+    vb = scene.vertebrae[level]
+    scan = scene.scan
+    background = background or level_background(scene, level)
+    hu = background.hu.copy()
+    body_mask = bone.paint_body(hu, background.canvas, vb, z_offset_mm, rng, scene.habitus.blood_hu)
     hu += np.float32(scan.calibration_hu)
     _add_noise_and_blur(hu, scan, rng)
     if rng.random() < STREAK_PROBABILITY:
-        _add_streaks(hu, canvas, rng)
-    outside = canvas.x**2 + canvas.y**2 > (IMAGE_SIZE * scan.spacing / 2) ** 2
-    hu[outside] = HU_MIN
+        _add_streaks(hu, background.canvas, rng)
+    hu[background.outside] = HU_MIN
     np.clip(hu, HU_MIN, HU_MAX, out=hu)
     rows = np.flatnonzero(body_mask.any(axis=1))
     cols = np.flatnonzero(body_mask.any(axis=0))

@@ -193,9 +193,12 @@ def synthesize(
             for level_index, vertebra in enumerate(truth.vertebrae):
                 level_rng = np.random.default_rng([seed, index, 1 + level_index])
                 offsets = slice_offsets(level_rng, slices_per_vertebra, scene.scan.slice_thickness)
+                background = phantom.level_background(scene, vertebra.vertebra)
                 for k, offset in enumerate(offsets):
                     slice_rng = np.random.default_rng([seed, index, 1 + level_index, 1 + k])
-                    rendered = phantom.render_slice(scene, vertebra.vertebra, offset, slice_rng)
+                    rendered = phantom.render_slice(
+                        scene, vertebra.vertebra, offset, slice_rng, background
+                    )
                     instance += 1
                     stored = np.rint(rendered.hu - RESCALE_INTERCEPT).astype(np.int16)
                     name = f"{vertebra.vertebra}_{k + 1}.dcm"
