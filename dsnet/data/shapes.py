@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -99,16 +100,16 @@ class Canvas:
         image[win][inside] = layer.hu
 
 
-class Shape:
+class Shape(Protocol):
     """A region of the anatomy plane."""
 
     def bound(self) -> tuple[float, float, float]:
         """A disc (u, v, radius) in mm that contains the shape."""
-        raise NotImplementedError
+        ...
 
     def contains(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Bool array: which points (u, v) (mm, any equal shapes) lie inside."""
-        raise NotImplementedError
+        ...
 
 
 @dataclass(frozen=True)
