@@ -321,6 +321,14 @@ def alias_version(mlflow_client: Any, name: str, alias: str) -> Any | None:
         return None
 
 
+def aliases_by_version(mlflow_client: Any, name: str) -> dict[str, list[str]]:
+    """Map version number -> sorted aliases (version search results do not carry them)."""
+    found: dict[str, list[str]] = {}
+    for alias, number in mlflow_client.get_registered_model(name).aliases.items():
+        found.setdefault(str(number), []).append(alias)
+    return {number: sorted(aliases) for number, aliases in found.items()}
+
+
 def version_metrics(version: Any) -> dict[str, float]:
     """Return the metric tags of a model version as floats (missing ones left out)."""
     found = {}
@@ -636,6 +644,7 @@ def list_versions(name: str) -> list[dict[str, Any]]:
 
     """
     mlflow_client = client()
+    aliases = aliases_by_version(mlflow_client, name) if _exists(mlflow_client, name) else {}
     rows = []
     for v in reversed(versions(mlflow_client, name)):
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC)
@@ -646,13 +655,17 @@ def list_versions(name: str) -> list[dict[str, Any]]:
                 "data_version": v.tags.get("data_version", ""),
                 "backbone": v.tags.get("backbone", ""),
                 "attention": v.tags.get("attention", ""),
-                "aliases": sorted(v.aliases),
+                "aliases": aliases.get(str(v.version), []),
                 "gate": v.tags.get("gate", "unknown"),
                 "created": created.isoformat(timespec="seconds"),
                 "promoted_at": v.tags.get("promoted_at", ""),
             }
         )
     return rows
+
+
+def _exists(mlflow_client: Any, name: str) -> bool:
+    return bool(mlflow_client.search_registered_models(f"name = '{name}'"))
 
 
 def compare(name: str, a: int, b: int) -> dict[str, Any]:
@@ -761,7 +774,7 @@ def promote(
     with registry_lock(mlflow_client, name):
         candidate = _get_version(mlflow_client, name, version)
         champion = alias_version(mlflow_client, name, CHAMPION)
-        if champion is not None and champion.version == candidate.version:
+        if champion is not None and str(champion.version) == str(candidate.version):
             raise RefusedError(f"{name} v{version}", "is already the champion")
         problems = promotion_problems(candidate, champion, margin)
         if problems and not force:
@@ -805,7 +818,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
         champion = alias_version(mlflow_client, name, CHAMPION)
         if len(stack) < 2:
             raise RefusedError(f"{name}@{CHAMPION}", "no previous champion to roll back to")
-        if champion is None or champion.version != stack[-1]:
+        if champion is None or str(champion.version) != stack[-1]:
             current = "none" if champion is None else f"v{champion.version}"
             raise RefusedError(
                 f"{name}@{CHAMPION}",

@@ -119,11 +119,9 @@ def promote(
     """Move the champion alias to a reviewed version."""
     from rich.console import Console
 
-    from dsnet.config import section
     from dsnet.registry import promote as promote_version
 
-    settings = resolve_params(params, None)
-    margin = float(section(settings, "register").get("champion_margin", 0.0))
+    margin = float(_register_settings(params).get("champion_margin", 0.02))
     event = promote_version(name or _default_name(params), version, reason, force, margin)
     previous = f" (was v{event['previous']})" if event["previous"] else ""
     forced = " [forced]" if event["forced"] else ""
@@ -147,10 +145,17 @@ def rollback(
     Console().print(f"champion -> v{event['version']} (rolled back from v{event['previous']})")
 
 
-def _default_name(params: list[Path] | None) -> str:
-    from dsnet.registry import model_name
+def _register_settings(params: list[Path] | None) -> dict[str, Any]:
+    """The ``register`` params; review commands also work where there is no params.yaml."""
+    from dsnet.config import DEFAULT_PARAMS, section
 
-    return model_name(resolve_params(params, None))
+    if params is None and not DEFAULT_PARAMS.is_file():
+        return {}
+    return section(resolve_params(params, None), "register")
+
+
+def _default_name(params: list[Path] | None) -> str:
+    return str(_register_settings(params).get("model_name") or "dsnet")
 
 
 def _number(value: Any) -> str:
