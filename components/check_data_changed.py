@@ -1,0 +1,40 @@
+"""Component ``check_data_changed``: train only when the data changed since the champion."""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+
+from components import dsnet_component
+
+
+@dsnet_component
+def check_data_changed(
+    data: Input[Dataset],
+    params: Input[Artifact],
+    force: bool,
+    mlflow_tracking_uri: str,
+    decision: Output[Markdown],
+) -> bool:
+    """Compare the data's DVC hash with the champion's data_version tag.
+
+    Args:
+        data: The fetched or generated data dir.
+        params: The run's parameters (register.model_name).
+        force: Retrain even when the data did not change.
+        mlflow_tracking_uri: MLflow tracking server with the model registry.
+        decision: Why the run trains or ends here (Markdown).
+
+    Returns:
+        Whether the training steps run (the reason is in decision's metadata: a single
+        output keeps the condition on it readable for kfp.local too).
+    """
+    from dsnet.config import load_params
+    from dsnet.fsutil import atomic_write_text
+    from dsnet.pipelines.retraining import decision_markdown, retraining_decision
+    from dsnet.pipelines.services import use_services
+    from dsnet.tracking import data_version
+
+    use_services(mlflow_tracking_uri)
+    verdict = retraining_decision(data_version(data.path), load_params([params.path]), force)
+    atomic_write_text(decision.path, decision_markdown(verdict))
+    decision.metadata.update({k: v for k, v in verdict.items() if v is not None})
+    print(verdict["reason"])
+    return verdict["retrain"]

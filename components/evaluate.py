@@ -1,0 +1,73 @@
+"""Component ``evaluate``: the paper's metrics on the hold-out patients, with UI views."""
+
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
+
+from components import dsnet_component
+
+
+@dsnet_component
+def evaluate(
+    model: Input[Model],
+    data: Input[Dataset],
+    patient_split: Input[Artifact],
+    params: Input[Artifact],
+    mlflow_tracking_uri: str,
+    s3_endpoint_url: str,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    report: Output[Markdown],
+):
+    """Evaluate the model on the split's test patients (dsnet evaluate).
+
+    Args:
+        model: Folder with model.pt (and train_run.json: metrics go to that MLflow run).
+        data: The data dir.
+        patient_split: split.json.
+        params: The run's parameters (sections preprocess, evaluate).
+        mlflow_tracking_uri: MLflow tracking server.
+        s3_endpoint_url: S3 endpoint of MLflow's artifact store (MinIO).
+        evaluation: Folder with metrics.json and plots/ (PR curves, confusion, loss).
+        metrics: mAP50, recall, accuracy, FPS, patient accuracy, HU baseline.
+        confusion: True class x answer (plus missed), for the KFP UI.
+        report: The metrics as Markdown tables.
+    """
+    import os
+    import shutil
+
+    from dsnet.config import load_params
+    from dsnet.evaluate import evaluate as evaluate_model
+    from dsnet.fsutil import atomic_write_text
+    from dsnet.pipelines.reports import evaluation_markdown, kfp_confusion_matrix
+    from dsnet.pipelines.services import use_services
+    from dsnet.tracking import numeric_metrics
+
+    use_services(mlflow_tracking_uri, s3_endpoint_url)
+    plots = os.path.join(evaluation.path, "plots")
+    os.makedirs(plots, exist_ok=True)
+    loss_csv = os.path.join(model.path, "plots", "train_loss.csv")
+    if os.path.isfile(loss_csv):  # evaluate draws the loss curve from it
+        shutil.copy(loss_csv, plots)
+    result = evaluate_model(
+        os.path.join(model.path, "model.pt"),
+        data.path,
+        patient_split.path,
+        os.path.join(evaluation.path, "metrics.json"),
+        plots,
+        load_params([params.path]),
+    )
+    for key, value in numeric_metrics(result).items():
+        if "confusion" not in key:
+            metrics.log_metric(key, value)
+    categories, matrix = kfp_confusion_matrix(result)
+    confusion.log_confusion_matrix(categories, matrix)
+    atomic_write_text(report.path, evaluation_markdown(result))

@@ -1,0 +1,30 @@
+"""Component ``synth_data``: the embedded synthetic lumbar-CT data set (the default data)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from components import dsnet_component
+
+
+@dsnet_component
+def synth_data(params: Input[Artifact], data: Output[Dataset]):
+    """Generate the synthetic data dir (DICOM slices, COCO boxes, DXA T-scores).
+
+    Args:
+        params: The run's parameters (section synth: patients, seed, slices_per_vertebra).
+        data: The data dir; metadata data_version is its DVC hash.
+    """
+    from dsnet.config import load_params, section
+    from dsnet.data.synth import synthesize
+    from dsnet.tracking import data_version
+
+    knobs = section(load_params([params.path]), "synth")
+    summary = synthesize(
+        data.path,
+        patients=int(knobs["patients"]),
+        seed=int(knobs["seed"]),
+        slices_per_vertebra=int(knobs.get("slices_per_vertebra", 2)),
+    )
+    data.metadata["data_version"] = data_version(data.path)
+    data.metadata["source"] = "dsnet.data.synth seed {}".format(knobs["seed"])
+    data.metadata["patients"] = summary.patients
+    data.metadata["images"] = summary.slices

@@ -1,0 +1,57 @@
+"""Component ``train``: DSNet training on one node (the pipeline puts it on a GPU node)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components import dsnet_component
+
+
+@dsnet_component
+def train(
+    data: Input[Dataset],
+    patient_split: Input[Artifact],
+    params: Input[Artifact],
+    mlflow_tracking_uri: str,
+    s3_endpoint_url: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train the detector on the split's training patients (dsnet train).
+
+    Args:
+        data: The data dir.
+        patient_split: split.json.
+        params: The run's parameters (sections preprocess, model, train).
+        mlflow_tracking_uri: MLflow tracking server (the training run and its lineage).
+        s3_endpoint_url: S3 endpoint of MLflow's artifact store (MinIO).
+        model: Folder with model.pt, last.ckpt, train_run.json and plots/train_loss.csv.
+        metrics: Final loss, throughput, epochs.
+    """
+    import os
+
+    from dsnet.config import load_params
+    from dsnet.pipelines.services import use_services
+    from dsnet.train import train as train_detector
+
+    use_services(mlflow_tracking_uri, s3_endpoint_url)
+    resolved = load_params([params.path])
+    result = train_detector(
+        data.path,
+        patient_split.path,
+        model.path,
+        resolved,
+        plots_dir=os.path.join(model.path, "plots"),
+    )
+    metrics.log_metric("final_loss", result.final_loss)
+    metrics.log_metric("images_per_s", result.images_per_s)
+    metrics.log_metric("epochs", result.epochs)
+    metrics.log_metric("train_seconds", result.train_seconds)
+    model.metadata.update(
+        {
+            "framework": "pytorch",
+            "backbone": resolved["model"]["backbone"],
+            "attention": resolved["model"]["attention"],
+            "run_id": result.run_id or "",
+            "device": result.device,
+            "world_size": result.world_size,
+        }
+    )

@@ -1,0 +1,1 @@
+"""The DSNet-Ops Kubeflow pipeline: definition (`dsnet_pipeline`) and compiler (`compile`)."""

@@ -1,0 +1,302 @@
+"""The DSNet-Ops training pipeline (KFP v2): data -> split -> train -> evaluate -> gate -> register.
+
+Reads like the diagram::
+
+    resolve_params
+      ├─ data_repo == ""  : synth_data ─┐
+      └─ otherwise        : fetch_data ─┴─► retraining(data)
+
+    retraining(data):
+      check_data_changed ── retrain (data changed since the champion, or force)?
+        split
+          ├─ distributed == False : train (GPU node)          ─┐
+          └─ otherwise            : train_distributed (PyTorchJob) ─┴─► evaluate ─► gate
+                                                                  gate passed? ─► register
+
+A run with unchanged data ends after ``check_data_changed``, whose Markdown output says
+why. Registration only runs under the gate condition, and `dsnet.registry.register`
+re-checks the gate against the champion before it creates a version.
+
+Everything Kubernetes-specific (GPUs, node selector, toleration, secrets, volumes, pod
+labels, resources, caching) is attached in the "platform wiring" section below and
+nowhere else. ``kfp.local`` ignores it, so ``dsnet pipeline local`` runs this same
+compiled pipeline on one machine (docs/pipeline.md).
+"""
+
+from typing import Any
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Artifact, Dataset, Input
+
+from components import BASE_IMAGE
+from components.check_data_changed import check_data_changed
+from components.evaluate import evaluate
+from components.fetch_data import fetch_data
+from components.gate import gate
+from components.register import register
+from components.resolve_params import resolve_params
+from components.split import split
+from components.synth_data import synth_data
+from components.train import train
+from components.train_distributed import train_distributed
+
+PIPELINE_NAME = "dsnet-training"
+
+# --------------------------------------------------------------------- platform wiring
+# Names from infra/k8s (base kustomization, RBAC, services) and the NVIDIA GPU operator.
+S3_SECRET = "s3-credentials"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (MinIO user dsnet)
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_SECRET = "mlflow-credentials"  # optional: for an MLflow server behind basic auth
+MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+MLFLOW_URI = "http://mlflow.dsnet.svc.cluster.local:5000"
+S3_ENDPOINT = "http://minio.dsnet.svc.cluster.local:9000"
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # set by GPU feature discovery
+GPU_TAINT = "nvidia.com/gpu"
+DATA_PVC = "dsnet-data"  # ReadWriteMany in the gpu overlay; shared with the PyTorchJob
+SHARED_DIR = "/data"
+TRAIN_TIMEOUT_S = 24 * 3600
+
+
+def needs_s3(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """S3 credentials from the Secret as env, and the label the MinIO NetworkPolicy admits."""
+    kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_KEYS})
+    kubernetes.add_pod_label(task, "dsnet.io/s3-client", "true")
+    return task
+
+
+def needs_mlflow(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Optional MLflow credentials as env, and the label the MLflow NetworkPolicy admits."""
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {k: k for k in MLFLOW_KEYS}, optional=True)
+    kubernetes.add_pod_label(task, "dsnet.io/mlflow-client", "true")
+    return needs_s3(task)
+
+
+# step -> (CPU request, CPU limit, memory request, memory limit)
+RESOURCES = {
+    "small": ("1", "2", "1G", "2G"),
+    "data": ("2", "4", "4G", "8G"),
+    "register": ("2", "4", "8G", "16G"),
+    "gpu": ("8", "16", "32G", "64G"),
+}
+
+
+def sized(task: dsl.PipelineTask, size: str) -> dsl.PipelineTask:
+    """CPU and memory requests and limits of one of the :data:`RESOURCES` sizes."""
+    cpu, cpu_limit, memory, memory_limit = RESOURCES[size]
+    task.set_cpu_request(cpu).set_cpu_limit(cpu_limit)
+    return task.set_memory_request(memory).set_memory_limit(memory_limit)
+
+
+def on_gpu_node(task: dsl.PipelineTask, gpu_type: str, gpu_count: int) -> dsl.PipelineTask:
+    """GPUs of `gpu_type`, on a GPU node (selector + taint toleration), large /dev/shm."""
+    sized(task, "gpu")
+    task.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    kubernetes.add_node_selector(task, *GPU_NODE_LABEL)
+    kubernetes.add_toleration(task, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit="8Gi")
+    kubernetes.set_timeout(task, TRAIN_TIMEOUT_S)
+    return task
+
+
+def on_shared_volume(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The shared data PVC and the pod's namespace (where the PyTorchJob is created)."""
+    kubernetes.mount_pvc(task, pvc_name=DATA_PVC, mount_path=SHARED_DIR)
+    kubernetes.use_field_path_as_env(task, "POD_NAMESPACE", "metadata.namespace")
+    kubernetes.set_timeout(task, TRAIN_TIMEOUT_S)
+    return task
+
+
+def cached(task: dsl.PipelineTask, enabled: bool) -> dsl.PipelineTask:
+    """Set the task's caching deliberately (every task states it)."""
+    return task.set_caching_options(enable_caching=enabled)
+
+
+# ------------------------------------------------------------------------ the pipeline
+def evaluate_and_register(
+    model: Any,
+    data: Any,
+    patient_split: Any,
+    params: Any,
+    mlflow_tracking_uri: Any,
+    s3_endpoint_url: Any,
+    gpu_type: Any,
+) -> None:
+    """Evaluate a trained model, gate it, and register it only when the gate passed.
+
+    Called inside the current condition of the DAG (its arguments are pipeline channels:
+    task outputs and pipeline inputs), once per way of training.
+    """
+    evaluated = evaluate(
+        model=model,
+        data=data,
+        patient_split=patient_split,
+        params=params,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        s3_endpoint_url=s3_endpoint_url,
+    )
+    cached(needs_mlflow(on_gpu_node(evaluated, gpu_type, 1)), True)
+    checked = cached(
+        sized(gate(evaluation=evaluated.outputs["evaluation"], params=params), "small"), True
+    )
+    with dsl.If(checked.outputs["Output"] == True, "gate-passed"):  # noqa: E712 (KFP condition)
+        registered = register(
+            model=model,
+            evaluation=evaluated.outputs["evaluation"],
+            data=data,
+            patient_split=patient_split,
+            params=params,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        cached(needs_mlflow(sized(registered, "register")), False)  # writes the registry
+
+
+@dsl.pipeline(name="dsnet-retraining")
+def retraining(
+    data: Input[Dataset],
+    params: Input[Artifact],
+    force: bool,
+    mlflow_tracking_uri: str,
+    s3_endpoint_url: str,
+    gpu_type: str,
+    gpu_count: int,
+    distributed: bool,
+    workers: int,
+    gpus_per_worker: int,
+):
+    """Train, evaluate and register when the data changed since the champion (or force)."""
+    check = check_data_changed(
+        data=data, params=params, force=force, mlflow_tracking_uri=mlflow_tracking_uri
+    )
+    cached(needs_mlflow(sized(check, "small")), False)  # depends on the registry's state
+    with dsl.If(check.outputs["Output"] == True, "data-changed-or-forced"):  # noqa: E712
+        patients = cached(sized(split(data=data, params=params), "data"), True)
+        patient_split = patients.outputs["patient_split"]
+        with dsl.If(distributed == False, "single-node"):  # noqa: E712
+            trained = train(
+                data=data,
+                patient_split=patient_split,
+                params=params,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                s3_endpoint_url=s3_endpoint_url,
+            )
+            cached(needs_mlflow(on_gpu_node(trained, gpu_type, gpu_count)), True)
+            evaluate_and_register(
+                trained.outputs["model"], data, patient_split, params,
+                mlflow_tracking_uri, s3_endpoint_url, gpu_type,
+            )  # fmt: skip
+        with dsl.Else("multi-node"):
+            launched = train_distributed(
+                data=data,
+                patient_split=patient_split,
+                params=params,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                s3_endpoint_url=s3_endpoint_url,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                image=BASE_IMAGE,
+                data_pvc=DATA_PVC,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                s3_secret=S3_SECRET,
+                gpu_node_label="=".join(GPU_NODE_LABEL),
+                shared_dir=SHARED_DIR,
+                timeout_s=TRAIN_TIMEOUT_S,
+            )
+            cached(on_shared_volume(sized(launched, "data")), True)
+            evaluate_and_register(
+                launched.outputs["model"], data, patient_split, params,
+                mlflow_tracking_uri, s3_endpoint_url, gpu_type,
+            )  # fmt: skip
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="DSNet (DS-attention Faster R-CNN) for opportunistic osteoporosis screening on "
+    "lumbar CT: fetch or synthesise data, check for new data, split by patient, train on GPU "
+    "(one node or a PyTorchJob), evaluate, gate, register in MLflow.",
+)
+def dsnet_pipeline(
+    data_repo: str = "",
+    data_revision: str = "main",
+    data_path: str = "data/synthetic",
+    params_file: str = "params.yaml",
+    params_profile: str = "",
+    backbone: str = "",
+    attention: str = "",
+    epochs: int = 0,
+    lr: float = 0.0,
+    batch_size: int = 0,
+    min_map50: float = -1.0,
+    min_recall: float = -1.0,
+    min_acc: float = -1.0,
+    mlflow_tracking_uri: str = MLFLOW_URI,
+    s3_endpoint_url: str = S3_ENDPOINT,
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: int = 1,
+    distributed: bool = False,
+    workers: int = 1,
+    gpus_per_worker: int = 1,
+    force: bool = False,
+):
+    """DSNet training pipeline; the knobs left at ""/0/-1 keep the params file's values.
+
+    Args:
+        data_repo: Git URL of the DVC data repository; empty: the embedded synthetic data.
+        data_revision: Branch, tag or commit of the data repository.
+        data_path: The data dir inside the data repository.
+        params_file: Base parameter file in the image (/opt/dsnet/params.yaml).
+        params_profile: YAML text of sections merged over it (e.g. params/paper.yaml).
+        backbone: resnet50, vgg16 or mobilenet_v3.
+        attention: none, se, sk or ds.
+        epochs: Training epochs.
+        lr: Learning rate.
+        batch_size: Images per batch (per process).
+        min_map50: Gate: minimum mAP@0.5.
+        min_recall: Gate: minimum recall.
+        min_acc: Gate: minimum grade accuracy.
+        mlflow_tracking_uri: MLflow tracking server and model registry.
+        s3_endpoint_url: S3 endpoint (MinIO) of the DVC remote and MLflow artifacts.
+        gpu_type: Accelerator resource of the training and evaluation pods.
+        gpu_count: GPUs of the single-node training pod.
+        distributed: Train with a PyTorchJob on several nodes instead.
+        workers: PyTorchJob worker replicas besides the master.
+        gpus_per_worker: GPUs per PyTorchJob replica.
+        force: Train even when the data did not change since the champion.
+    """
+    resolved = resolve_params(
+        params_file=params_file,
+        params_profile=params_profile,
+        backbone=backbone,
+        attention=attention,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        min_map50=min_map50,
+        min_recall=min_recall,
+        min_acc=min_acc,
+    )
+    cached(sized(resolved, "small"), True)
+    params = resolved.outputs["params"]
+    downstream = {
+        "params": params,
+        "force": force,
+        "mlflow_tracking_uri": mlflow_tracking_uri,
+        "s3_endpoint_url": s3_endpoint_url,
+        "gpu_type": gpu_type,
+        "gpu_count": gpu_count,
+        "distributed": distributed,
+        "workers": workers,
+        "gpus_per_worker": gpus_per_worker,
+    }
+    with dsl.If(data_repo == "", "embedded-synthetic-data"):
+        synthesized = cached(sized(synth_data(params=params), "data"), True)
+        retraining(data=synthesized.outputs["data"], **downstream)
+    with dsl.Else("dvc-data-repo"):
+        fetched = fetch_data(
+            repo_url=data_repo,
+            revision=data_revision,
+            path=data_path,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        cached(needs_s3(sized(fetched, "data")), False)  # a branch moves: never cached
+        retraining(data=fetched.outputs["data"], **downstream)
