@@ -283,3 +283,31 @@ def test_a_failed_git_push_moves_the_local_refs_back(world):
     retry = intake(world.inbox, world.repo, key=KEY, git_remote="origin")
     assert retry.tag == "data-v2" and retry.previous_version == first.data_version
     assert git(upstream, "tag", "--list").split() == ["data-v1", "data-v2"]
+
+
+def test_the_version_data_step_clones_the_data_repo_pushes_and_returns_the_commit(
+    world, monkeypatch
+):
+    from dsnet.intake.step import intake_markdown, version_data_repo
+
+    monkeypatch.setenv("DSNET_DEID_KEY", KEY)  # as the pipeline passes it (from a Secret)
+
+    remote = f"s3://{DATA_BUCKET}/{world.prefix}/dvcstore"
+    seed = data_repo(world.tmp / "seed", remote)  # no endpoint: the step must set it
+    upstream = world.tmp / "upstream.git"
+    git(world.tmp, "clone", "-q", "--bare", str(seed), str(upstream))
+    deliver(world, world.batches / "first", "b1")
+
+    result, commit = version_data_repo(
+        world.inbox, str(upstream), "main", "data/curated", endpoint=world.s3.meta.endpoint_url
+    )
+
+    assert (result.new_versions, result.tag) == (1, "data-v1")
+    assert commit == git(upstream, "rev-parse", "main") and git(upstream, "tag") == "data-v1"
+    assert "# Data intake: 1 new data version(s)" in intake_markdown(result, commit)
+
+    again, same = version_data_repo(
+        world.inbox, str(upstream), "main", "data/curated", endpoint=world.s3.meta.endpoint_url
+    )
+    assert (again.new_versions, again.data_version, same) == (0, result.data_version, commit)
+    assert "inbox empty: the data is unchanged" in intake_markdown(again, same)
