@@ -1,0 +1,514 @@
+"""KFP components and their library steps (dsnet.pipelines), called directly.
+
+The components' Python functions run here with real artifacts on local paths; the
+library steps run against real stores: a git + DVC data repository with its remote on a
+moto S3 server, and an MLflow SQLite registry. The one stand-in is the Kubernetes API
+(no cluster here): an in-process CustomObjectsApi with PyTorchJob state transitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kfp import dsl
+from kubernetes.client.exceptions import ApiException
+
+from dsnet.errors import InputError
+from dsnet.pipelines.datasource import fetch_dvc_data
+from dsnet.pipelines.pytorchjob import (
+    TrainingJobError,
+    job_name,
+    job_state,
+    run_pytorchjob,
+    train_distributed,
+)
+from dsnet.pipelines.reports import evaluation_markdown, kfp_confusion_matrix
+from dsnet.pipelines.retraining import decision_markdown, retraining_decision
+from dsnet.pipelines.run_params import KNOBS, parse_profile, resolve_run_params
+from dsnet.pipelines.services import use_services
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # components/ is a top-level folder beside dsnet/
+
+from components.gate import gate  # noqa: E402
+from components.resolve_params import resolve_params  # noqa: E402
+from components.synth_data import synth_data  # noqa: E402
+
+PYTORCHJOB_SCHEMA = json.loads(
+    (ROOT / "infra" / "k8s" / "schemas" / "pytorchjob-kubeflow.org-v1.json").read_text()
+)
+K8S_VERSION = "1.30.0"
+METRICS = {
+    "map50": 0.71,
+    "recall": 0.9,
+    "acc": 0.8,
+    "hu_baseline_acc": 0.6,
+    "patient_acc": 0.75,
+    "hu_baseline_patient_acc": 0.5,
+    "fps": 12.5,
+    "device": "cpu",
+    "n_images": 16,
+    "n_patients": 2,
+    "ap_per_class": {"normal": 0.8, "osteopenia": 0.62, "osteoporosis": None},
+    "confusion_matrix": {
+        "rows": ["normal", "osteopenia", "osteoporosis"],
+        "columns": ["normal", "osteopenia", "osteoporosis", "missed"],
+        "matrix": [[5, 1, 0, 1], [0, 4, 1, 0], [0, 0, 0, 0]],
+    },
+}
+
+
+def artifact(kind, path: Path, **metadata):
+    """A KFP artifact on a local path, as the executor hands it to a component."""
+    return kind(name=path.name, uri=str(path), metadata=dict(metadata))
+
+
+# ---------------------------------------------------------------------- run parameters
+
+
+def test_resolve_params_merges_profile_then_set_knobs_and_keeps_integers(tmp_path, params):
+    base = tmp_path / "params.yaml"
+    base.write_text(yaml.safe_dump(params))
+    profile = "train: {epochs: 3, momentum: 0.8}\nmodel: {attention: se}\n"
+    knobs = {name: unset for name, (_, unset) in KNOBS.items()}
+    knobs |= {"backbone": "vgg16", "min_map50": 0.0, "lr": 0.002}
+    resolved = resolve_run_params(base, profile, knobs)
+    assert resolved["train"]["epochs"] == 3 and isinstance(resolved["train"]["epochs"], int)
+    assert resolved["train"]["momentum"] == 0.8
+    assert resolved["model"]["attention"] == "se"  # profile, no knob set
+    assert resolved["model"]["backbone"] == "vgg16"  # knob
+    assert resolved["train"]["lr"] == 0.002
+    assert resolved["register"]["min_map50"] == 0.0  # 0 is a real threshold, not "unset"
+    assert resolved["register"]["min_recall"] == params["register"]["min_recall"]
+    assert resolved["train"]["batch_size"] == params["train"]["batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("profile", "reason"),
+    [("train: [1, 2]", "must be a mapping"), ("- a", "mapping of sections"), (":", "YAML")],
+)
+def test_bad_profile_is_an_input_error(profile, reason):
+    with pytest.raises(InputError, match=reason):
+        parse_profile(profile)
+
+
+def test_unknown_knob_is_an_input_error(tmp_path):
+    (tmp_path / "p.yaml").write_text("train: {epochs: 1}\n")
+    with pytest.raises(InputError, match="unknown pipeline knob"):
+        resolve_run_params(tmp_path / "p.yaml", "", {"epoch": 3})
+
+
+def test_resolve_params_component_writes_yaml_and_its_params_hash(tmp_path, params):
+    from dsnet.tracking import lineage_tags
+
+    base = tmp_path / "params.yaml"
+    base.write_text(yaml.safe_dump(params))
+    out = artifact(dsl.Artifact, tmp_path / "out" / "params")
+    knobs = {name: unset for name, (_, unset) in KNOBS.items()} | {"epochs": 2}
+    resolve_params.python_func(
+        params_file=str(base), params_profile="model: {backbone: mobilenet_v3}", params=out, **knobs
+    )
+    written = yaml.safe_load(Path(out.path).read_text())
+    assert written["train"]["epochs"] == 2
+    assert out.metadata["model"] == "mobilenet_v3+" + params["model"]["attention"]
+    (tmp_path / "d").mkdir()
+    assert out.metadata["params_hash"] == lineage_tags(tmp_path / "d", written)["params_hash"]
+
+
+def test_use_services_sets_clients_environment(monkeypatch):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    assert use_services("", "") == {}
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    use_services("http://mlflow:5000", "http://minio:9000")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def test_synth_data_component_records_the_dvc_hash(tmp_path):
+    from dsnet.tracking import data_version
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("synth: {patients: 2, seed: 5, slices_per_vertebra: 1}\n")
+    data = artifact(dsl.Dataset, tmp_path / "data")
+    synth_data.python_func(params=artifact(dsl.Artifact, params_file), data=data)
+    assert data.metadata["patients"] == 2 and data.metadata["images"] == 8
+    assert data.metadata["data_version"] == data_version(tmp_path / "data")
+    assert data.metadata["data_version"].endswith(".dir")
+
+
+@pytest.fixture(scope="module")
+def data_repo(tmp_path_factory, s3_server):
+    """A git data repository whose data dir lives only in its DVC remote on moto S3."""
+    from dsnet.data.synth import synthesize
+
+    repo = tmp_path_factory.mktemp("data-repo")
+    env = {**os.environ, **s3_server.env}
+
+    def run(*cmd):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, text=True)
+
+    run("git", "init", "-q", "-b", "main")
+    run("git", "config", "user.email", "ci@example.org")
+    run("git", "config", "user.name", "ci")
+    run("dvc", "init", "-q")
+    run("dvc", "remote", "add", "-d", "storage", "s3://dsnet-data/pipeline-test")
+    synthesize(repo / "data" / "synthetic", patients=2, seed=11, slices_per_vertebra=1)
+    run("dvc", "add", "-q", "data/synthetic")
+    run("dvc", "push", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "data v1")
+    run("git", "tag", "data-v1")
+    shutil.rmtree(repo / ".dvc" / "cache")  # only the remote has the files now
+    shutil.rmtree(repo / "data" / "synthetic")
+    dvc_file = yaml.safe_load((repo / "data" / "synthetic.dvc").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return {"path": repo, "md5": dvc_file["outs"][0]["md5"], "commit": head.stdout.strip()}
+
+
+def test_fetch_data_pulls_the_revision_from_the_s3_remote(
+    data_repo, s3_server, tmp_path, monkeypatch
+):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the endpoint comes from the argument
+    out = tmp_path / "fetched"
+    fetched = fetch_dvc_data(
+        str(data_repo["path"]), "data-v1", "data/synthetic", out, endpoint_url=s3_server.url
+    )
+    assert fetched["data_version"] == data_repo["md5"]  # the hash in the repo's .dvc file
+    assert fetched["commit"] == data_repo["commit"]
+    assert (fetched["patients"], fetched["images"]) == (2, 8)
+    assert len(list((out / "dicom").rglob("*.dcm"))) == 8
+    assert (out / "annotations.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("revision", "path", "reason"),
+    [("data-v9", "data/synthetic", "unknown Git revision"), ("main", "data/real", "no such")],
+)
+def test_fetch_data_names_a_bad_revision_or_path(
+    data_repo, s3_server, tmp_path, monkeypatch, revision, path, reason
+):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(InputError, match=reason):
+        fetch_dvc_data(str(data_repo["path"]), revision, path, tmp_path / "out", s3_server.url)
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ retraining
+
+
+def _register_version(name: str, data_version: str, alias: str | None) -> str:
+    import mlflow
+
+    from dsnet.tracking import configure_mlflow, ensure_experiment
+
+    configure_mlflow()
+    client = mlflow.MlflowClient()
+    run = client.create_run(ensure_experiment())
+    client.set_terminated(run.info.run_id)
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    ).version
+    client.set_model_version_tag(name, version, "data_version", data_version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def test_retraining_decision_against_the_champions_data_version(local_mlflow):
+    params = {"register": {"model_name": "dsnet"}}
+    first = retraining_decision("aaa.dir", params)
+    assert first["retrain"] and "no champion" in first["reason"]
+
+    _register_version("dsnet", "aaa.dir", "challenger")  # a challenger is not a champion
+    assert retraining_decision("aaa.dir", params)["retrain"]
+
+    champion = _register_version("dsnet", "aaa.dir", "champion")
+    same = retraining_decision("aaa.dir", params)
+    assert not same["retrain"]
+    assert same["champion_version"] == champion and same["champion_data_version"] == "aaa.dir"
+    assert "data unchanged" in same["reason"] and f"v{champion}" in same["reason"]
+    assert "skip training" in decision_markdown(same)
+
+    changed = retraining_decision("bbb.dir", params)
+    assert changed["retrain"] and "aaa.dir" in changed["reason"] and "bbb.dir" in changed["reason"]
+    forced = retraining_decision("aaa.dir", params, force=True)
+    assert forced["retrain"] and forced["reason"].startswith("forced")
+
+
+def test_retraining_decision_with_tracking_off(monkeypatch):
+    monkeypatch.setenv("DSNET_TRACKING", "off")
+    decision = retraining_decision("aaa.dir", {})
+    assert decision["retrain"] and "tracking is off" in decision["reason"]
+
+
+# ------------------------------------------------------------------- evaluation views
+
+
+def test_evaluation_markdown_shows_metrics_per_class_ap_and_confusion():
+    text = evaluation_markdown(METRICS)
+    assert "| mAP@0.5 (class-aware) | 0.7100 |" in text
+    assert "| osteopenia | 0.6200 |" in text
+    assert "| osteoporosis | n/a |" in text  # undefined AP: class absent from the hold-out
+    assert "| normal | 5 | 1 | 0 | 1 |" in text
+    assert "16 slices of 2 patients" in text
+
+
+def test_confusion_matrix_is_made_square_for_kfp():
+    categories, matrix = kfp_confusion_matrix(METRICS)
+    assert categories == ["normal", "osteopenia", "osteoporosis", "missed"]
+    assert matrix == [[5, 1, 0, 1], [0, 4, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    metrics = dsl.ClassificationMetrics(name="confusion")
+    metrics.log_confusion_matrix(categories, matrix)  # KFP accepts it
+    rows = metrics.metadata["confusionMatrix"]["rows"]
+    assert [r["row"] for r in rows][0] == [5, 1, 0, 1]
+    broken = {"confusion_matrix": {**METRICS["confusion_matrix"], "columns": ["a", "b", "c", "x"]}}
+    with pytest.raises(ValueError, match="unexpected confusion column"):
+        kfp_confusion_matrix(broken)
+
+
+@pytest.mark.parametrize(
+    ("min_map50", "passed", "reason"),
+    [(0.5, True, "thresholds passed"), (0.8, False, "failed: map50")],
+)
+def test_gate_component_decides_on_the_thresholds(tmp_path, min_map50, passed, reason):
+    evaluation = tmp_path / "evaluation"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps(METRICS))
+    settings = {"min_map50": min_map50, "min_recall": 0.8, "min_acc": 0.5, "beat_hu_baseline": True}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"register": settings}))
+    criteria = artifact(dsl.Markdown, tmp_path / "criteria.md")
+    result = gate.python_func(
+        evaluation=artifact(dsl.Artifact, evaluation),
+        params=artifact(dsl.Artifact, params_file),
+        criteria=criteria,
+    )
+    assert result is passed
+    assert criteria.metadata == {"passed": passed, "reason": reason}
+    text = Path(criteria.path).read_text()
+    assert f"# Registration gate: {reason}" in text
+    assert "| map50 | 0.7100 | >= " in text
+    assert "compared with the champion in the register step" not in text  # note stays in JSON
+    assert "| vs_champion_map50 | 0.7100 | — | skipped |" in text
+
+
+# ------------------------------------------------------------------------ PyTorchJob
+
+
+class FakeCustomObjectsApi:
+    """In-process stand-in for kubernetes.client.CustomObjectsApi (no cluster here).
+
+    Stores created objects; every `get` moves a PyTorchJob one step along `states`
+    (e.g. Created -> Running -> Succeeded), calling `on_success` when it succeeds,
+    as the training operator would after the replicas wrote their outputs.
+    """
+
+    def __init__(self, states, on_success=None, message=""):
+        self.states = list(states)
+        self.on_success = on_success
+        self.message = message
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.calls: list[str] = []
+        self.deleted: list[str] = []
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.calls.append("create")
+        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
+        key = (namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.objects[key] = {**body, "status": {"conditions": []}}
+        return self.objects[key]
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.calls.append("get")
+        job = self.objects[(namespace, name)]
+        if self.states:
+            state = self.states.pop(0)
+            for condition in job["status"]["conditions"]:
+                condition["status"] = "False"
+            message = self.message if state == "Failed" else f"job is {state.lower()}"
+            job["status"]["conditions"].append(
+                {
+                    "type": state,
+                    "status": "True",
+                    "reason": f"PyTorchJob{state}",
+                    "message": message,
+                }
+            )
+            if state == "Succeeded" and self.on_success:
+                self.on_success(job)
+        return job
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.deleted.append(name)
+        return self.objects.pop((namespace, name))
+
+
+def _manifest(name="dsnet-train-abc"):
+    from dsnet.k8s_jobs import pytorchjob_manifest
+
+    return pytorchjob_manifest(name, "registry.example.com/dsnet:0.1.0", ["train", "/data/x"])
+
+
+def test_job_name_is_stable_per_run_and_a_dns_label():
+    assert job_name("run-1") == job_name("run-1") != job_name("run-2")
+    assert len(job_name("x" * 500)) <= 63 and job_name("RUN").islower()
+
+
+def test_job_state_reads_the_latest_true_condition():
+    assert job_state({}) == ("Pending", "")
+    job = {
+        "status": {
+            "conditions": [
+                {"type": "Created", "status": "True"},
+                {"type": "Running", "status": "False"},
+                {"type": "Failed", "status": "True", "message": "OOMKilled"},
+            ]
+        }
+    }
+    assert job_state(job) == ("Failed", "OOMKilled")
+
+
+def test_run_pytorchjob_waits_through_the_states_until_succeeded():
+    api = FakeCustomObjectsApi(["Created", "Running", "Running", "Succeeded"])
+    lines: list[str] = []
+    job = run_pytorchjob(api, _manifest(), timeout_s=60, poll_s=0, log=lines.append)
+    assert job_state(job)[0] == "Succeeded"
+    assert api.calls == ["create", "get", "get", "get", "get"]
+    assert lines == [
+        "created PyTorchJob dsnet/dsnet-train-abc",
+        "PyTorchJob dsnet-train-abc: Created (job is created)",
+        "PyTorchJob dsnet-train-abc: Running (job is running)",  # logged once per change
+        "PyTorchJob dsnet-train-abc: Succeeded (job is succeeded)",
+    ]
+
+
+def test_run_pytorchjob_reports_a_failure_with_the_operators_message():
+    api = FakeCustomObjectsApi(["Created", "Failed"], message="worker-0 exited with code 137")
+    with pytest.raises(TrainingJobError, match="failed: worker-0 exited with code 137"):
+        run_pytorchjob(api, _manifest(), timeout_s=60, poll_s=0, log=lambda _: None)
+
+
+def test_run_pytorchjob_times_out_and_deletes_the_job():
+    api = FakeCustomObjectsApi(["Created", "Running"])  # then stays Running
+    with pytest.raises(TrainingJobError, match="still Running after 0 s; deleted"):
+        run_pytorchjob(api, _manifest(), timeout_s=0.2, poll_s=0.05, log=lambda _: None)
+    assert api.calls.count("get") >= 3  # kept polling while it ran
+    assert api.deleted == ["dsnet-train-abc"] and not api.objects
+
+
+def test_a_retried_step_follows_the_job_it_created():
+    api = FakeCustomObjectsApi(["Created", "Succeeded"])
+    manifest = _manifest()
+    api.create_namespaced_custom_object("kubeflow.org", "v1", "dsnet", "pytorchjobs", manifest)
+    lines: list[str] = []
+    run_pytorchjob(api, manifest, timeout_s=60, poll_s=0, log=lines.append)
+    assert lines[0] == "PyTorchJob dsnet/dsnet-train-abc exists (a retried step): following it"
+
+
+def test_train_distributed_stages_inputs_runs_the_job_and_collects_the_model(tmp_path):
+    data = tmp_path / "inputs" / "data"
+    (data / "dicom").mkdir(parents=True)
+    (data / "annotations.json").write_text("{}")
+    split_file = tmp_path / "inputs" / "split.json"
+    split_file.write_text('{"train": ["P1"], "test": ["P2"]}')
+    params_file = tmp_path / "inputs" / "params.yaml"
+    params_file.write_text("train: {epochs: 1}\n")
+    shared = tmp_path / "pvc"
+    seen: dict = {}
+
+    def replicas_train(job):  # what `dsnet train` in the replicas leaves on the volume
+        args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
+            "args"
+        ]
+        seen["job"] = json.loads(json.dumps(job))
+        seen["staged_data"] = sorted(p.name for p in Path(args[3]).iterdir())
+        out = Path(args[args.index("--out") + 1])
+        (out / "plots").mkdir(parents=True)
+        (out / "model.pt").write_bytes(b"weights")
+        (out / "train_run.json").write_text('{"run_id": "r1"}')
+        (out / "plots" / "train_loss.csv").write_text("epoch,loss\n1,0.5\n")
+
+    api = FakeCustomObjectsApi(["Created", "Running", "Succeeded"], on_success=replicas_train)
+    result = train_distributed(
+        data, split_file, params_file, tmp_path / "model",
+        api=api, run_id="run-42", image="registry.example.com/dsnet:0.1.0",
+        namespace="dsnet", shared_dir=shared, data_pvc="dsnet-data",
+        workers=2, gpus_per_worker=4,
+        env={"MLFLOW_TRACKING_URI": "http://mlflow.dsnet.svc.cluster.local:5000"},
+        env_from_secrets=["s3-credentials"], node_selector={"nvidia.com/gpu.present": "true"},
+        poll_s=0, log=lambda _: None,
+    )  # fmt: skip
+    name = job_name("run-42")
+    assert result == {
+        "job": name,
+        "namespace": "dsnet",
+        "world_size": 12,
+        "run_dir": str(shared / "runs" / name),
+    }
+    assert (tmp_path / "model" / "model.pt").read_bytes() == b"weights"
+    assert (tmp_path / "model" / "plots" / "train_loss.csv").is_file()
+    assert seen["staged_data"] == ["annotations.json", "dicom"]
+    assert not (shared / "runs" / name / "data").exists()  # staged copy removed
+
+    job = seen["job"]
+    job.pop("status")
+    jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).validate(job)
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Worker"]["replicas"] == 2 and job["spec"]["nprocPerNode"] == "4"
+    for role, spec in specs.items():
+        pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": role.lower()}}
+        kubernetes_validate.validate(
+            {**pod, "template": spec["template"]}, K8S_VERSION, strict=True
+        )
+        container = spec["template"]["spec"]["containers"][0]
+        run_dir = shared / "runs" / name
+        assert container["args"] == [
+            "--module", "dsnet", "train", str(run_dir / "data"),
+            "--split", str(run_dir / "split.json"),
+            "--out", str(run_dir / "model"), "--plots-dir", str(run_dir / "model" / "plots"),
+            "--params", str(run_dir / "params.yaml"),
+        ]  # fmt: skip
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+        assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.dsnet.svc.cluster.local:5000"
+        volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "dsnet-data"
+        assert spec["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_train_distributed_failure_keeps_no_model_and_no_staged_data(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "split.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text("{}")
+    api = FakeCustomObjectsApi(["Created", "Failed"], message="NCCL timeout")
+    with pytest.raises(TrainingJobError, match="NCCL timeout"):
+        train_distributed(
+            data, tmp_path / "split.json", tmp_path / "params.yaml", tmp_path / "model",
+            api=api, run_id="run-7", image="dsnet:1", namespace="dsnet",
+            shared_dir=tmp_path / "pvc", data_pvc="dsnet-data", workers=1, gpus_per_worker=1,
+            poll_s=0, log=lambda _: None,
+        )  # fmt: skip
+    assert not (tmp_path / "model").exists()
+    assert not (tmp_path / "pvc" / "runs" / job_name("run-7") / "data").exists()
