@@ -94,17 +94,18 @@ def test_named_parameters_cover_branch_convs_and_fc_layers():
 
 def test_ds_uses_grouped_3x3_5x5_and_dilated_fuse_convolutions():
     ds = DualSelective(2048)
-    assert ds.branch3[0].weight.shape == (2048, 64, 3, 3)  # 32 groups of 64 channels
-    assert ds.branch5[0].weight.shape == (2048, 64, 5, 5)
+    assert ds.branch3[0].weight.shape == (2048, 16, 3, 3)  # 128 groups of 16 channels
+    assert ds.branch5[0].weight.shape == (2048, 16, 5, 5)
     assert ds.fuse[0].dilation == (2, 2) and ds.fuse[0].padding == (2, 2)
     assert ds.gate3.fc1.out_channels == 2048 // 16
     dense_macs = 2048 * 2048 * (9 + 25 + 9)
     convs = (ds.branch3[0], ds.branch5[0], ds.fuse[0])
     grouped_macs = sum(conv.weight[0].numel() * 2048 for conv in convs)  # per output pixel
-    assert grouped_macs * 32 == dense_macs
+    assert grouped_macs * 128 == dense_macs
 
 
 def test_groups_fall_back_to_a_divisor_of_the_channels():
+    assert DualSelective(64).branch5[0].groups == 64  # depthwise
     assert DualSelective(24).branch3[0].groups == 8
     assert SelectiveKernel(16).branches[1][0].groups == 16
     assert SelectiveKernel(16).branches[1][0].dilation == (2, 2)

@@ -12,9 +12,10 @@ from torchvision.models.detection import (
 )
 from torchvision.ops import FrozenBatchNorm2d
 
-from dsnet.bench.overhead import benchmark_overhead, family_models
+from dsnet.bench.overhead import attention_modules, benchmark_overhead, family_models
 from dsnet.errors import InputError
 from dsnet.models import ATTENTIONS, BACKBONES, build_detector
+from dsnet.models.attention import DualSelective
 from dsnet.models.detector import load_weights
 
 PAPER_CONFIGS = [
@@ -263,6 +264,8 @@ def test_imagenet_backbone_weights_fill_the_backbone_body(backbone, classifier, 
 def test_bench_variants_share_weights_and_predictions():
     torch.manual_seed(0)
     plain, ds = family_models("mobilenet_v3", ("none", "ds"), 128, torch.device("cpu"))
+    assert attention_modules(plain) == []
+    assert [type(m) for m in attention_modules(ds)] == [DualSelective, DualSelective]
     image = [torch.rand(3, 128, 128)]
     with torch.inference_mode():
         a, b = plain(image)[0], ds(image)[0]
@@ -271,20 +274,24 @@ def test_bench_variants_share_weights_and_predictions():
 
 
 def test_benchmark_overhead_reports_ratios_to_the_plain_backbone():
-    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the autouse fixture restores the original setting
     result = benchmark_overhead(
-        size=64, repeats=2, warmup=0, threads=2, device="cpu", backbones=["mobilenet_v3"]
+        size=64, repeats=2, warmup=1, threads=1, device="cpu", backbones=["mobilenet_v3"]
     )
-    assert torch.get_num_threads() == before
-    assert (result.device, result.threads, result.size, result.repeats) == ("cpu", 2, 64, 2)
+    assert torch.get_num_threads() == 2  # restored after timing with 1 thread
+    assert (result.device, result.threads, result.size, result.repeats) == ("cpu", 1, 64, 2)
     assert [(r.backbone, r.attention) for r in result.rows] == [
         ("mobilenet_v3", "none"),
         ("mobilenet_v3", "ds"),
     ]
-    assert result.rows[0].ratio == 1.0
-    assert all(r.median_ms > 0 for r in result.rows)
     plain, ds = result.rows
+    assert plain.ratio == plain.cpu_ratio == 1.0
+    assert plain.attention_cpu_ms == plain.attention_share == 0.0
+    assert all(r.median_ms > 0 and r.cpu_ms > 0 for r in result.rows)
     assert ds.ratio == pytest.approx(ds.median_ms / plain.median_ms)
+    assert ds.cpu_ratio == pytest.approx(ds.cpu_ms / plain.cpu_ms)
+    assert 0 < ds.attention_cpu_ms < ds.cpu_ms
+    assert ds.attention_share == pytest.approx(ds.attention_cpu_ms / plain.cpu_ms)
 
 
 def test_bench_overhead_cli():

@@ -6,7 +6,18 @@ identical and, because a residual attention module starts as the identity, every
 proposes the same boxes: the box head and the post-processing do the same work, and the
 measured difference is the cost of the attention modules alone. The models of one family are
 timed round-robin (one call of each per round) so that load changes on the machine hit all of
-them alike; the figure reported is the median over the rounds.
+them alike; the figures reported are medians over the rounds.
+
+Three clocks are read for every call:
+
+* wall time, the latency a user sees;
+* CPU time of this process (``time.process_time``), which unlike wall time does not count
+  the time the process waited for a core on a machine shared with other work;
+* CPU time spent inside the attention modules themselves (forward hooks), the direct
+  measure of their cost: on a loaded machine the end-to-end ratios scatter by a few per
+  cent, while this share of the plain detector's CPU time stays steady.
+
+The two CPU clocks mean what they say on CPU runs; on CUDA they count only the host's work.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from rich import box
 from rich.table import Table
 from torch import nn
 
 from dsnet.errors import InputError
 from dsnet.models import BACKBONES, build_detector
+from dsnet.models.backbones import LAST_ATTENTION, STEM_ATTENTION
 
 CONFIGURATIONS: dict[str, tuple[str, ...]] = {
     "resnet50": ("none", "se", "sk", "ds"),
@@ -35,13 +48,17 @@ MIN_SIZE = 64
 
 @dataclass(frozen=True)
 class OverheadRow:
-    """One configuration's latency.
+    """One configuration's latency (medians over the timed rounds).
 
     Attributes:
         backbone: Backbone name.
         attention: Attention name (``none`` is the family's reference).
-        median_ms: Median latency of one forward pass, milliseconds per image.
+        median_ms: Wall-clock latency of one forward pass, milliseconds per image.
         ratio: ``median_ms`` over that of the plain detector of the same backbone.
+        cpu_ms: CPU time of this process per forward pass, milliseconds.
+        cpu_ratio: ``cpu_ms`` over that of the plain detector of the same backbone.
+        attention_cpu_ms: CPU time spent inside the attention modules per forward pass.
+        attention_share: ``attention_cpu_ms`` over the plain detector's ``cpu_ms``.
 
     """
 
@@ -49,6 +66,26 @@ class OverheadRow:
     attention: str
     median_ms: float
     ratio: float
+    cpu_ms: float
+    cpu_ratio: float
+    attention_cpu_ms: float
+    attention_share: float
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Per-call timings of one model, milliseconds.
+
+    Attributes:
+        wall_ms: Wall-clock time of each timed call.
+        cpu_ms: CPU time of this process during each timed call.
+        attention_cpu_ms: CPU time spent inside the model's attention modules in each call.
+
+    """
+
+    wall_ms: list[float]
+    cpu_ms: list[float]
+    attention_cpu_ms: list[float]
 
 
 @dataclass(frozen=True)
@@ -71,34 +108,87 @@ class OverheadResult:
     threads: int
 
 
+class InsideTimer:
+    """CPU time spent inside some (not nested) modules, through forward hooks.
+
+    Args:
+        modules: The modules to time.
+
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self._total = 0.0
+        self._started = 0.0
+        self._handles = [
+            handle
+            for module in modules
+            for handle in (
+                module.register_forward_pre_hook(self._start),
+                module.register_forward_hook(self._stop),
+            )
+        ]
+
+    def _start(self, module: nn.Module, args: tuple) -> None:
+        self._started = time.process_time()
+
+    def _stop(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._total += time.process_time() - self._started
+
+    def take_ms(self) -> float:
+        """Return the milliseconds accumulated since the last call, and start again at 0."""
+        total, self._total = self._total, 0.0
+        return total * 1000.0
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The attention modules a `build_detector` model carries (none for ``attention="none"``)."""
+    names = (STEM_ATTENTION, LAST_ATTENTION)
+    return [module for name, module in model.named_modules() if name.endswith(names)]
+
+
 def time_models(
     models: Sequence[nn.Module], images: list[torch.Tensor], repeats: int, warmup: int
-) -> list[list[float]]:
+) -> list[Latencies]:
     """Time one forward pass of each model on `images`, round-robin, in inference mode.
 
     Args:
-        models: Models in eval mode, on the device of `images`.
+        models: `build_detector` models in eval mode, on the device of `images`.
         images: The same input for all, ``list[FloatTensor[3, H, W]]``.
         repeats: Timed rounds; each round calls every model once.
         warmup: Untimed rounds before.
 
     Returns:
-        Per model, the `repeats` latencies in milliseconds.
+        Per model, its `repeats` wall-clock, CPU and attention CPU times.
 
     """
     cuda = images[0].is_cuda
-    latencies: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for round_index in range(warmup + repeats):
-            for model, times in zip(models, latencies, strict=True):
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model(images)
-                if cuda:
-                    torch.cuda.synchronize()
-                if round_index >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
+    latencies = [Latencies([], [], []) for _ in models]
+    timers = [InsideTimer(attention_modules(model)) for model in models]
+    try:
+        with torch.inference_mode():
+            for round_index in range(warmup + repeats):
+                for model, times, timer in zip(models, latencies, timers, strict=True):
+                    if cuda:
+                        torch.cuda.synchronize()
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    model(images)
+                    if cuda:
+                        torch.cuda.synchronize()
+                    wall_ms = (time.perf_counter() - wall) * 1000.0
+                    cpu_ms = (time.process_time() - cpu) * 1000.0
+                    attention_ms = timer.take_ms()
+                    if round_index >= warmup:
+                        times.wall_ms.append(wall_ms)
+                        times.cpu_ms.append(cpu_ms)
+                        times.attention_cpu_ms.append(attention_ms)
+    finally:
+        for timer in timers:
+            timer.remove()
     return latencies
 
 
@@ -142,7 +232,7 @@ def benchmark_overhead(
 
     Args:
         size: Side of the square input image in pixels (at least 64).
-        repeats: Timed rounds (median reported).
+        repeats: Timed rounds (medians reported).
         warmup: Untimed rounds first.
         threads: CPU threads for torch (``None``: leave torch's setting).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -174,16 +264,8 @@ def benchmark_overhead(
         images = [torch.rand(3, size, size, generator=generator).to(target)]
         rows = []
         for backbone in backbones:
-            attentions = CONFIGURATIONS[backbone]
             torch.manual_seed(seed)
-            models = family_models(backbone, attentions, size, target)
-            medians = [statistics.median(t) for t in time_models(models, images, repeats, warmup)]
-            del models
-            plain_ms = medians[attentions.index("none")]
-            rows += [
-                OverheadRow(backbone, attention, ms, ms / plain_ms)
-                for attention, ms in zip(attentions, medians, strict=True)
-            ]
+            rows += _family_rows(backbone, images, repeats, warmup, target)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
@@ -192,18 +274,47 @@ def benchmark_overhead(
 
 
 def overhead_table(result: OverheadResult) -> Table:
-    """Render `result` as a rich table (ms/image and ratio to the plain backbone)."""
+    """Render `result` as a rich table (ms/image and ratios to the plain backbone)."""
     table = Table(
         title=f"Attention overhead: {result.size}×{result.size}, batch 1, eval, "
-        f"{result.device}, {result.threads} threads, median of {result.repeats}"
+        f"{result.device}, {result.threads} threads, median of {result.repeats}",
+        caption="ms: wall-clock ms/image; ×: ratio to the plain detector of the backbone; "
+        "attn: CPU time inside the attention modules (% of the plain detector's CPU time)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    table.add_column("backbone")
-    table.add_column("attention")
-    table.add_column("ms/image", justify="right")
-    table.add_column("× plain", justify="right")
+    for column in ("backbone", "attention"):
+        table.add_column(column, no_wrap=True)
+    for column in ("ms", "×", "CPU ms", "CPU ×", "attn ms", "attn %"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in result.rows:
-        table.add_row(row.backbone, row.attention, f"{row.median_ms:.1f}", f"{row.ratio:.3f}")
+        table.add_row(
+            row.backbone,
+            row.attention,
+            f"{row.median_ms:.1f}",
+            f"{row.ratio:.3f}",
+            f"{row.cpu_ms:.1f}",
+            f"{row.cpu_ratio:.3f}",
+            f"{row.attention_cpu_ms:.2f}",
+            f"{row.attention_share:.2%}",
+        )
     return table
+
+
+def _family_rows(
+    backbone: str, images: list[torch.Tensor], repeats: int, warmup: int, device: torch.device
+) -> list[OverheadRow]:
+    attentions = CONFIGURATIONS[backbone]
+    models = family_models(backbone, attentions, images[0].shape[-1], device)
+    latencies = time_models(models, images, repeats, warmup)
+    wall = [statistics.median(t.wall_ms) for t in latencies]
+    cpu = [statistics.median(t.cpu_ms) for t in latencies]
+    inside = [statistics.median(t.attention_cpu_ms) for t in latencies]
+    plain = attentions.index("none")
+    return [
+        OverheadRow(backbone, attention, w, w / wall[plain], c, c / cpu[plain], a, a / cpu[plain])
+        for attention, w, c, a in zip(attentions, wall, cpu, inside, strict=True)
+    ]
 
 
 def _resolve_device(device: str) -> torch.device:

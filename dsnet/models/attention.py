@@ -9,9 +9,10 @@ and share one residual convention, so the backbones insert them the same way:
   the first update of that scale (the ``γ`` of the zero-initialised norm layer or layer scale).
 * ``residual=False``: ``output = f(x)`` (the module replaces the features).
 
-Cost, at the two places the detectors use (measured numbers are in ``docs/model.md``):
-DS and SK use grouped convolutions with ``groups=32`` (the cardinality of SKNet), so a
-k×k convolution costs ``C * (C / 32) * k²`` multiply-adds per pixel instead of ``C² k²``.
+Cost: DS and SK use grouped convolutions, ``groups=128`` reduced to ``gcd(C, groups)``:
+16 channels per group on ResNet50's 2048-channel last stage, depthwise on maps of 64 channels
+or fewer. A k×k convolution then costs ``C * (C / groups) * k²`` multiply-adds per pixel
+instead of ``C² k²``. Measured overheads on the whole detector are in ``docs/model.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torchvision.ops import SqueezeExcitation
 ATTENTIONS = ("none", "se", "sk", "ds")
 """Attention names accepted by `build_attention` and the detector builder."""
 
-DEFAULT_GROUPS = 32
+DEFAULT_GROUPS = 128
 
 
 def squeeze_channels(channels: int, reduction: int, minimum: int = 8) -> int:
@@ -71,12 +72,15 @@ class DualSelective(nn.Module):
     (padding 2) and BatchNorm. With ``residual=True`` the output is ``x + fused`` and the
     fuse BatchNorm's ``γ`` starts at zero, so the module starts as the identity.
 
-    Cost: the three spatial convolutions are grouped (``groups``, default 32, reduced to
-    ``gcd(C, groups)``), i.e. ``43 * C * C / groups`` multiply-adds per pixel instead of
-    ``43 * C²`` for dense ones. On ResNet50's last stage (``C = 2048``, stride 32) that is
-    5.6 M instead of 180 M per pixel (the dense version made the whole detector 1.64× slower);
-    after the stem (``C = 64``, stride 4) it is 5.5 k per pixel. Measured on the whole
-    Faster R-CNN (CPU, batch 1): see ``docs/model.md`` and ``dsnet bench overhead``.
+    Cost: the three spatial convolutions (3×3, 5×5 and dilated 3×3: 9 + 25 + 9 = 43 taps) are
+    grouped, ``groups`` (default 128) reduced to ``gcd(C, groups)``: ``43 * C * C / groups``
+    multiply-adds per pixel instead of ``43 * C²`` for dense ones. On ResNet50's last stage
+    (``C = 2048``, stride 32) that is 1.4 M instead of 180 M per pixel (a dense prototype made
+    the whole detector 1.64× slower); after the stem (``C = 64``, stride 4, depthwise) it is
+    2.8 k. SKNet's 32 groups cost 4–5 % of the detector's CPU time at 256×256 (64-channel groups
+    on the last stage, and 2-channel groups after the stem, which CPU kernels run slowly);
+    128 groups keep both modules of the R50 detector under 2 % of its CPU time at 256×256
+    and 512×512 (``docs/model.md``, ``dsnet bench overhead``).
 
     Args:
         channels: Channels ``C`` of the feature map.
@@ -169,7 +173,8 @@ class SelectiveKernel(nn.Module):
     Args:
         channels: Channels ``C`` of the feature map.
         reduction: Bottleneck ratio ``r`` of the fuse FC.
-        groups: Groups ``G`` of the branch convolutions (reduced to ``gcd(C, groups)``).
+        groups: Groups ``G`` of the branch convolutions (reduced to ``gcd(C, groups)``); SKNet
+            uses 32 inside its bottleneck, 128 keeps the cost on wide maps like DS's.
         residual: Return ``x + γ * V`` instead of ``V``.
 
     Shape:
