@@ -4,7 +4,8 @@ Reads like the diagram::
 
     resolve_params
       ├─ data_repo == ""  : synth_data ─┐
-      └─ otherwise        : fetch_data ─┴─► retraining(data)
+      ├─ intake_inbox == "": fetch_data ─┤
+      └─ otherwise        : version_data ─► fetch_data(its commit) ─┴─► retraining(data)
 
     retraining(data):
       check_data_changed ── retrain (data changed since the champion, or force)?
@@ -39,6 +40,7 @@ from components.split import split
 from components.synth_data import synth_data
 from components.train import train
 from components.train_distributed import train_distributed
+from components.version_data import version_data
 
 PIPELINE_NAME = "dsnet-training"
 
@@ -78,6 +80,22 @@ RESOURCES = {
     "register": ("2", "4", "8G", "16G"),
     "gpu": ("8", "16", "32G", "64G"),
 }
+
+
+# Data intake (optional first step, docs/intake.md): the de-identification key, and optional
+# push access to the data repository as git config variables (GIT_CONFIG_COUNT, _KEY_0, ...).
+DEID_SECRET = "dsnet-deid-key"  # DSNET_DEID_KEY
+DATA_REPO_SECRET = "data-repo-credentials"  # optional
+GIT_CONFIG_KEYS = ("GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0")
+
+
+def needs_intake(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The de-identification key and data-repository credentials as env, plus S3/MLflow."""
+    kubernetes.use_secret_as_env(task, DEID_SECRET, {"DSNET_DEID_KEY": "DSNET_DEID_KEY"})
+    kubernetes.use_secret_as_env(
+        task, DATA_REPO_SECRET, {k: k for k in GIT_CONFIG_KEYS}, optional=True
+    )
+    return needs_mlflow(task)
 
 
 def sized(task: dsl.PipelineTask, size: str) -> dsl.PipelineTask:
@@ -237,6 +255,7 @@ def dsnet_pipeline(
     workers: int = 1,
     gpus_per_worker: int = 1,
     force: bool = False,
+    intake_inbox: str = "",
 ):
     """DSNet training pipeline; the knobs left at ""/0/-1 keep the params file's values.
 
@@ -262,6 +281,8 @@ def dsnet_pipeline(
         workers: PyTorchJob worker replicas besides the master.
         gpus_per_worker: GPUs per PyTorchJob replica.
         force: Train even when the data did not change since the champion.
+        intake_inbox: Inbox of new batches (s3://bucket/prefix); with a data_repo, the run
+            first versions them (version_data) and trains on the result; empty: skip.
     """
     resolved = resolve_params(
         params_file=params_file,
@@ -291,7 +312,7 @@ def dsnet_pipeline(
     with dsl.If(data_repo == "", "embedded-synthetic-data"):
         synthesized = cached(sized(synth_data(params=params), "data"), True)
         retraining(data=synthesized.outputs["data"], **downstream)
-    with dsl.Else("dvc-data-repo"):
+    with dsl.Elif(intake_inbox == "", "dvc-data-repo"):
         fetched = fetch_data(
             repo_url=data_repo,
             revision=data_revision,
@@ -299,4 +320,25 @@ def dsnet_pipeline(
             s3_endpoint_url=s3_endpoint_url,
         )
         cached(needs_s3(sized(fetched, "data")), False)  # a branch moves: never cached
+        retraining(data=fetched.outputs["data"], **downstream)
+    # ---- data intake (optional): new inbox batches become a data version first ----
+    with dsl.Else("dvc-data-repo-after-intake"):
+        versioned = version_data(
+            inbox=intake_inbox,
+            data_repo=data_repo,
+            data_branch=data_revision,
+            data_path=data_path,
+            dvc_remote="",
+            params=params,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        cached(needs_intake(sized(versioned, "data")), False)  # moves the inbox
+        fetched = fetch_data(
+            repo_url=data_repo,
+            revision=versioned.outputs["revision"],
+            path=data_path,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        cached(needs_s3(sized(fetched, "data")), True)  # a commit never moves
         retraining(data=fetched.outputs["data"], **downstream)

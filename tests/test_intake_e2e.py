@@ -311,3 +311,81 @@ def test_the_version_data_step_clones_the_data_repo_pushes_and_returns_the_commi
     )
     assert (again.new_versions, again.data_version, same) == (0, result.data_version, commit)
     assert "inbox empty: the data is unchanged" in intake_markdown(again, same)
+
+
+@pytest.mark.slow
+def test_the_pipeline_versions_the_inbox_first_and_trains_on_that_version(
+    world, mlflow_server, monkeypatch
+):
+    """kfp.local: version_data -> fetch_data(commit) -> ... -> register, tagged with the
+    new data version; a second run with an empty inbox ends at check_data_changed."""
+    import mlflow
+    import yaml
+
+    from dsnet.pipelines.local import run_local
+    from dsnet.registry import promote
+
+    root = Path(__file__).resolve().parents[1]
+    for name, value in mlflow_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DSNET_TRACKING", "on")
+    monkeypatch.setenv("DSNET_DEID_KEY", KEY)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"intake-{world.prefix}")
+    monkeypatch.chdir(world.tmp)
+    remote = f"s3://{DATA_BUCKET}/{world.prefix}/dvcstore"
+    upstream = world.tmp / "upstream.git"
+    git(
+        world.tmp,
+        "clone",
+        "-q",
+        "--bare",
+        str(data_repo(world.tmp / "seed", remote)),
+        str(upstream),
+    )
+    deliver(world, world.batches / "first", "b1")
+    deliver(world, world.batches / "second", "b2")
+    model_name = f"dsnet-intake-{world.prefix}"
+    profile = {
+        "model": {"backbone": "mobilenet_v3", "attention": "ds", "min_size": 64, "max_size": 64},
+        "train": {"device": "cpu", "batch_size": 2, "workers": 0, "threads": 1,
+                  "warmup_iters": 2, "lr_milestones": [1], "epochs": 1},
+        "evaluate": {"device": "cpu", "fps_warmup": 0},
+        "register": {"model_name": model_name, "beat_hu_baseline": False},
+    }  # fmt: skip
+    arguments = {
+        "data_repo": str(upstream),
+        "data_revision": "main",
+        "data_path": "data/curated",
+        "intake_inbox": world.inbox,
+        "params_file": str(root / "params.yaml"),
+        "params_profile": yaml.safe_dump(profile),
+        "min_map50": 0.0,
+        "min_recall": 0.0,
+        "min_acc": 0.0,
+        "mlflow_tracking_uri": mlflow_server.url,
+        "s3_endpoint_url": world.s3.meta.endpoint_url,
+    }
+    package = root / "pipeline" / "dsnet_pipeline.yaml"
+
+    first = run_local(package, arguments, world.tmp / "kfp")
+
+    versioned = first.outputs("version-data")["parameters"]
+    assert versioned["new_versions"] == 2 and versioned["revision"] == git(
+        upstream, "rev-parse", "main"
+    )
+    fetched = first.outputs("fetch-data")["artifacts"]["data"]
+    assert fetched["data_version"] == versioned["data_version"]
+    assert fetched["images"] == 2 * SLICES
+    receipt = first.outputs("register")["artifacts"]["receipt"]
+    assert receipt["version"] >= 1
+    client = mlflow.MlflowClient(mlflow_server.url)
+    version = client.get_model_version(model_name, str(receipt["version"]))
+    assert version.tags["data_version"] == versioned["data_version"]
+
+    promote(model_name, int(receipt["version"]), "intake test", force=True)
+    second = run_local(package, arguments, world.tmp / "kfp")
+
+    assert second.outputs("version-data")["parameters"]["new_versions"] == 0
+    decision = second.outputs("check-data-changed")["artifacts"]["decision"]
+    assert decision["reason"].startswith("data unchanged") and not decision["retrain"]
+    assert second.outputs("train") is None and second.outputs("register") is None
