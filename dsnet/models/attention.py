@@ -34,32 +34,33 @@ def squeeze_channels(channels: int, reduction: int, minimum: int = 8) -> int:
     return max(channels // reduction, minimum)
 
 
-def conv_bn_relu(channels: int, kernel_size: int, groups: int, dilation: int = 1) -> nn.Sequential:
-    """Build a ``C -> C`` grouped convolution with "same" padding, BatchNorm and ReLU.
+def grouped_conv(
+    channels: int, kernel_size: int, groups: int, dilation: int = 1, relu: bool = True
+) -> nn.Sequential:
+    """Build a ``C -> C`` grouped convolution with "same" padding, BatchNorm and (opt.) ReLU.
 
     Args:
         channels: Input and output channels ``C``.
         kernel_size: Odd kernel size ``k``.
         groups: Convolution groups; reduced to ``gcd(C, groups)`` so any ``C`` works.
         dilation: Kernel dilation; the padding ``dilation * (k - 1) / 2`` keeps ``H, W``.
+        relu: End with a ReLU (otherwise convolution and BatchNorm only).
 
     Returns:
         Module mapping ``[B, C, H, W] -> [B, C, H, W]``.
 
     """
-    return nn.Sequential(
-        nn.Conv2d(
-            channels,
-            channels,
-            kernel_size,
-            padding=dilation * (kernel_size - 1) // 2,
-            dilation=dilation,
-            groups=math.gcd(channels, groups),
-            bias=False,
-        ),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(inplace=True),
+    conv = nn.Conv2d(
+        channels,
+        channels,
+        kernel_size,
+        padding=dilation * (kernel_size - 1) // 2,
+        dilation=dilation,
+        groups=math.gcd(channels, groups),
+        bias=False,
     )
+    layers = [conv, nn.BatchNorm2d(channels)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
 class DualSelective(nn.Module):
@@ -103,22 +104,11 @@ class DualSelective(nn.Module):
         super().__init__()
         squeeze = squeeze_channels(channels, reduction)
         self.residual = residual
-        self.branch3 = conv_bn_relu(channels, 3, groups)
-        self.branch5 = conv_bn_relu(channels, 5, groups)
+        self.branch3 = grouped_conv(channels, 3, groups)
+        self.branch5 = grouped_conv(channels, 5, groups)
         self.gate3 = SqueezeExcitation(channels, squeeze)
         self.gate5 = SqueezeExcitation(channels, squeeze)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(
-                channels,
-                channels,
-                3,
-                padding=2,
-                dilation=2,
-                groups=math.gcd(channels, groups),
-                bias=False,
-            ),
-            nn.BatchNorm2d(channels),
-        )
+        self.fuse = grouped_conv(channels, 3, groups, dilation=2, relu=False)
         if residual:
             nn.init.zeros_(self.fuse[1].weight)
 
@@ -193,7 +183,7 @@ class SelectiveKernel(nn.Module):
         squeeze = squeeze_channels(channels, reduction, minimum=32)
         self.residual = residual
         self.branches = nn.ModuleList(
-            [conv_bn_relu(channels, 3, groups), conv_bn_relu(channels, 3, groups, dilation=2)]
+            [grouped_conv(channels, 3, groups), grouped_conv(channels, 3, groups, dilation=2)]
         )
         self.squeeze = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, squeeze, 1), nn.ReLU(inplace=True)
