@@ -525,7 +525,8 @@ def version_tags(
         if isinstance(metrics.get(key), int | float):
             tags[key] = f"{float(metrics[key]):.6g}"
     for cls, ap in (metrics.get("ap_per_class") or {}).items():
-        tags[f"ap.{cls}"] = f"{float(ap):.6g}"
+        if isinstance(ap, int | float):  # None: the class is absent from the hold-out
+            tags[f"ap.{cls}"] = f"{float(ap):.6g}"
     if metrics.get("confusion_matrix") is not None:
         tags["confusion_matrix"] = json.dumps(metrics["confusion_matrix"])
     tags["backbone"] = str(model_cfg.get("backbone", "?"))
@@ -578,8 +579,8 @@ def register_version(
     existing = _version_with_checkpoint(mlflow_client, name, sha)
     if existing is not None:
         return _existing(mlflow_client, name, existing)
-    info = log_pyfunc(model_path, run_id=receipt["run_id"], params=params)
     tags = version_tags(metrics, lineage, checkpoint_model_config(model_path), receipt, criteria)
+    info = log_pyfunc(model_path, run_id=receipt["run_id"], params=params)
     tags["run_id"] = info.run_id
     ensure_registered_model(mlflow_client, name)
     with registry_lock(mlflow_client, name):

@@ -57,7 +57,7 @@ def metrics_doc(map50: float, recall: float, acc: float, hu: float = 0.6) -> dic
         "hu_baseline_acc": hu,
         "fps": 12.5,
         "patient_acc": acc,
-        "ap_per_class": {"normal": map50, "osteopenia": map50, "osteoporosis": map50},
+        "ap_per_class": {"normal": map50, "osteopenia": None, "osteoporosis": map50},
         "confusion_matrix": {
             "rows": ["normal", "osteopenia", "osteoporosis"],
             "columns": ["normal", "osteopenia", "osteoporosis", "missed"],
@@ -233,6 +233,7 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert tags["data_version"].endswith(".dir") and len(tags["params_hash"]) == 16
     assert tags["git_sha"]
     assert json.loads(tags["confusion_matrix"])["matrix"][1] == [0, 4, 1, 1]
+    assert tags["ap.normal"] == "0.9" and "ap.osteopenia" not in tags  # no such case held out
     assert "| map50 | 0.9000 | >= 0.5000 | pass |" in version.description
     assert version.run_id == receipt["run_id"]
 
