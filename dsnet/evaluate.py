@@ -377,7 +377,9 @@ def evaluate(
         raise InputError(split_path, "the split has no test patients")
     images = data.images_of(test_patients)
     device = select_device(cfg.get("device", "auto"))
-    model, ckpt = load_detector(model_path, device, float(cfg.get("score_threshold", 0.05)))
+    decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
+    kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
+    model, ckpt = load_detector(model_path, device, kept)
     results = run_test_set(
         model,
         data,
@@ -385,7 +387,7 @@ def evaluate(
         ckpt["preprocess"],
         device,
         warmup=int(cfg.get("fps_warmup", 3)),
-        decision_threshold=float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)),
+        decision_threshold=decision,
         iou_threshold=float(cfg.get("iou_threshold", 0.5)),
     )
     truth = {p: data.diagnosis(p) for p in test_patients}

@@ -32,7 +32,6 @@ from dsnet.data.classes import CLASS_NAMES
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_write_json
 from dsnet.io import CTSlice, boxes_to_original, read_slice, to_model_input
-from dsnet.report import render_overlay
 
 DEFAULT_DECISION_THRESHOLD = 0.5
 """Detections scoring below this are not reported (``evaluate.decision_threshold``)."""
@@ -413,6 +412,8 @@ def process_file(
         (a bad file must not stop the batch), and nothing is written for it.
 
     """
+    from dsnet.report import render_overlay
+
     tick = time.perf_counter()
     try:
         ct = read_slice(file)

@@ -20,7 +20,7 @@ from dsnet.metrics.detection import (
     vertebra_labels_by_confidence,
     vertebra_mean_hu,
 )
-from dsnet.metrics.plots import write_confusion, write_loss_curve, write_pr_curves
+from dsnet.metrics.plots import loss_series, write_confusion, write_loss_curve, write_pr_curves
 
 NORMAL, OSTEOPENIA, OSTEOPOROSIS = 1, 2, 3
 IMAGES = [{"id": 1}, {"id": 2}, {"id": 3}]
@@ -186,6 +186,12 @@ def test_plot_files_are_written_with_dvc_friendly_rows(tmp_path):
 def test_loss_curve_from_training_csv(tmp_path):
     assert write_loss_curve(tmp_path / "absent.csv", tmp_path / "loss.png") is None
     log = tmp_path / "train_loss.csv"
-    log.write_text("epoch,loss,loss_classifier\n1,1.5,0.7\n2,1.1,0.5\n")
+    log.write_text("epoch,loss,loss_classifier,lr\n1,1.5,0.7,0.01\n2,1.1,0.5,0.01\n")
+    x_name, series = loss_series(log)
+    assert x_name == "epoch" and set(series) == {"loss", "loss_classifier"}  # lr left out
+    assert series["loss"] == [(1.0, 1.5), (2.0, 1.1)]
     out = write_loss_curve(log, tmp_path / "loss.png")
     assert out is not None and out.read_bytes()[:4] == b"\x89PNG"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("epoch,loss\n")
+    assert write_loss_curve(empty, tmp_path / "none.png") is None

@@ -8,7 +8,7 @@ folder with the training step's ``train_loss.csv``):
 - ``confusion_matrix.png`` / ``confusion.csv``: one row per ground-truth box with
   ``actual,predicted`` class names (``missed`` when nothing answered it); DVC's
   ``confusion`` template reads it with x=actual, y=predicted.
-- ``train_loss.png``: the training losses of ``train_loss.csv`` when it is present.
+- ``train_loss.png``: the ``loss*`` columns of ``train_loss.csv`` when it is present.
 """
 
 from __future__ import annotations
@@ -130,27 +130,29 @@ def write_confusion(
     return [csv_path, _save(fig, plots_dir / "confusion_matrix.png")]
 
 
-def write_loss_curve(train_loss_csv: str | Path, out_png: str | Path) -> Path | None:
-    """Plot every numeric loss column of the training log against its first column.
+def loss_series(train_loss_csv: str | Path) -> tuple[str, dict[str, list[tuple[float, float]]]]:
+    """Read the loss curves of a training log.
 
     Args:
-        train_loss_csv: CSV with a header; first column is the x axis (epoch or step),
-            every other numeric column a curve.
-        out_png: Destination PNG.
+        train_loss_csv: CSV with a header; its first column is the x axis (epoch or
+            step); every numeric column whose name starts with ``loss`` is a curve (all
+            numeric columns when none does), so ``lr`` or ``images_per_s`` stay out.
 
     Returns:
-        `out_png`, or ``None`` when the CSV is absent or has no numeric rows.
+        ``(x_name, {column: [(x, y), ...]})``; empty curves are left out, and a missing
+        or empty file gives ``("", {})``.
 
     """
     train_loss_csv = Path(train_loss_csv)
     if not train_loss_csv.is_file():
-        return None
+        return "", {}
     with train_loss_csv.open(newline="", encoding="utf-8") as handle:
         records = list(csv.DictReader(handle))
     if not records:
-        return None
+        return "", {}
     x_name, *columns = records[0].keys()
-    series: dict[str, list[tuple[float, float]]] = {}
+    columns = [name for name in columns if name.startswith("loss")] or columns
+    series: dict[str, list[tuple[float, float]]] = {name: [] for name in columns}
     for record in records:
         try:
             x = float(record[x_name])
@@ -158,10 +160,24 @@ def write_loss_curve(train_loss_csv: str | Path, out_png: str | Path) -> Path | 
             continue
         for name in columns:
             try:
-                series.setdefault(name, []).append((x, float(record[name])))
+                series[name].append((x, float(record[name])))
             except (TypeError, ValueError):
                 continue
-    series = {k: v for k, v in series.items() if v}
+    return x_name, {name: points for name, points in series.items() if points}
+
+
+def write_loss_curve(train_loss_csv: str | Path, out_png: str | Path) -> Path | None:
+    """Plot the loss curves of the training log (`loss_series`) against epoch/step.
+
+    Args:
+        train_loss_csv: The training log (``train_loss.csv`` of ``dsnet train``).
+        out_png: Destination PNG.
+
+    Returns:
+        `out_png`, or ``None`` when the CSV is absent or has no numeric rows.
+
+    """
+    x_name, series = loss_series(train_loss_csv)
     if not series:
         return None
     plt = _pyplot()
