@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -226,6 +228,46 @@ def test_a_failed_push_leaves_everything_as_it_was_and_a_retry_succeeds(world):
     [b2] = retry.batches
     assert (b2.outcome, b2.accepted, retry.tag) == ("versioned", SLICES, "data-v2")
     assert retry.previous_version == first.data_version
+    assert len(load_data_dir(world.repo / "data/curated").images) == 2 * SLICES
+
+
+def test_a_run_killed_mid_push_is_rolled_back_by_the_next_run(world):
+    deliver(world, world.batches / "first", "b1")
+    first = intake(world.inbox, world.repo, key=KEY)
+    before = repo_state(world.repo)
+    remote = f"s3://{DATA_BUCKET}/{world.prefix}/dvcstore"
+    marker = world.repo / ".dvc/tmp/intake/swap.json"
+    with socket.socket() as black_hole:  # accepts connections, never answers
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        set_remote(world.repo, remote, f"http://127.0.0.1:{black_hole.getsockname()[1]}", "local")
+        deliver(world, world.batches / "second", "b2")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dsnet", "intake", "--inbox", world.inbox,
+             "--data-repo", str(world.repo), "--key", KEY],
+            env=world.env, cwd=Path(__file__).parents[1],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            new_dvc = (world.repo / "data/curated.dvc").read_text()
+            if marker.exists() and first.data_version not in new_dvc:
+                break  # swapped in and dvc-added: now it hangs in dvc push
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait()
+    assert marker.exists() and git(world.repo, "rev-parse", "HEAD") == before["head"]
+    assert repo_state(world.repo) != before  # half-way: new data dir, modified .dvc file
+
+    (world.repo / ".dvc/config.local").unlink()
+    retry = intake(world.inbox, world.repo, key=KEY)
+
+    assert (retry.previous_version, retry.tag, retry.new_versions) == (
+        first.data_version, "data-v2", 1,
+    )  # fmt: skip
+    assert not marker.exists() and not (world.repo / ".dvc/tmp/intake/previous").exists()
+    assert git(world.repo, "status", "--porcelain") == ""
     assert len(load_data_dir(world.repo / "data/curated").images) == 2 * SLICES
 
 
