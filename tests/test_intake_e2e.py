@@ -31,7 +31,7 @@ from servers import ACCESS_KEY, DATA_BUCKET, REGION, SECRET_KEY, free_port
 from dsnet.data.contract import load_data_dir
 from dsnet.data.synth import synthesize
 from dsnet.intake import intake
-from dsnet.intake.versioning import VersioningError
+from dsnet.intake.versioning import DataRepo, VersioningError
 from dsnet.io.deid import pseudonym
 from dsnet.tracking import data_version
 
@@ -322,6 +322,9 @@ def test_a_failed_git_push_moves_the_local_refs_back(world):
     assert git(upstream, "tag", "--list") == "data-v1"
     assert inbox_keys(world, "b2/")
     git(world.repo, "pull", "-q", "--no-rebase", "origin", "main")
+    repo = DataRepo(world.repo, "data/curated")  # HEAD is past data-v1, same data version
+    assert repo.head() != git(world.repo, "rev-list", "-n1", "data-v1")
+    assert repo.version_tag(repo.head_version()) == "data-v1"
     retry = intake(world.inbox, world.repo, key=KEY, git_remote="origin")
     assert retry.tag == "data-v2" and retry.previous_version == first.data_version
     assert git(upstream, "tag", "--list").split() == ["data-v1", "data-v2"]

@@ -175,7 +175,7 @@ def intake(
     with repo.lock():
         repo.recover(managed)
         before = repo.check_clean(managed, remote)
-        result = IntakeResult(data_version=before, tag=repo.head_tag(), previous_version=before)
+        result = IntakeResult(before, repo.version_tag(before), previous_version=before)
         with start_run("intake", params={"intake": settings, "split": split_settings}) as run:
             result.run_id = run.run_id
             for batch in box.batches():
@@ -187,7 +187,8 @@ def intake(
                     run.log_artifact(
                         atomic_write_json(Path(scratch) / f"{batch}.json", report), "batches"
                     )
-            result.data_version, result.tag = repo.head_version(), repo.head_tag()
+            result.data_version = repo.head_version()
+            result.tag = repo.version_tag(result.data_version)
             run.set_tags(
                 {
                     "data_version": result.data_version or "",

@@ -181,13 +181,19 @@ class DataRepo:
         numbered = [(int(n[len(TAG_PREFIX) :]), n) for n in names if n[len(TAG_PREFIX) :].isdigit()]
         return [name for _, name in sorted(numbered)]
 
-    def head_tag(self) -> str | None:
-        """The highest ``data-v<N>`` tag on HEAD, or None."""
-        if self.head() is None:
+    def version_tag(self, version: str | None) -> str | None:
+        """The highest ``data-v<N>`` tag whose commit records `version`, or None."""
+        if version is None:
             return None
-        on_head = set(self.git("tag", "--points-at", "HEAD", "--list", f"{TAG_PREFIX}*").split())
-        tags = [tag for tag in self.tags() if tag in on_head]
-        return tags[-1] if tags else None
+        for tag in reversed(self.tags()):
+            blob = subprocess.run(
+                ["git", "cat-file", "blob", f"{tag}:{self.rel(self.dvc_file)}"],
+                cwd=self.root,
+                capture_output=True,
+            )
+            if blob.returncode == 0 and recorded_version(blob.stdout.decode("utf-8")) == version:
+                return tag
+        return None
 
     def next_tag(self) -> str:
         """The tag of the next version: ``data-v<N+1>`` after the highest existing N."""
