@@ -6,7 +6,8 @@ Format ``dsnet-checkpoint/1``, a plain dict that loads with
     {
         "format": "dsnet-checkpoint/1",
         "model": {"backbone", "attention", "num_classes", "ds_residual", "min_size",
-                  "max_size", "detector": {extra FasterRCNN keyword arguments}},
+                  "max_size", "anchor_sizes": [one per feature map, or empty for the
+                  builder's], "detector": {extra FasterRCNN keyword arguments}},
         "preprocess": {"spacing_mm", "windows"},     # how images were prepared
         "categories": [{"id": 1, "name": "normal"}, ...],
         "state_dict": {...},                          # CPU tensors
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ def model_config(model_params: Mapping[str, Any], num_classes: int) -> dict[str,
         num_classes: Detector classes including background (4).
 
     Returns:
-        ``{backbone, attention, num_classes, ds_residual, min_size, max_size, detector}``.
+        ``{backbone, attention, num_classes, ds_residual, min_size, max_size, detector,
+        anchor_sizes}``.
 
     Raises:
         InputError: A required key is missing.
@@ -56,6 +58,7 @@ def model_config(model_params: Mapping[str, Any], num_classes: int) -> dict[str,
     config = {key: copy.deepcopy(model_params[key]) for key in MODEL_KEYS}
     config["num_classes"] = int(num_classes)
     config["detector"] = dict(model_params.get("detector") or {})
+    config["anchor_sizes"] = list(model_params.get("anchor_sizes") or [])
     return config
 
 
@@ -79,6 +82,9 @@ def build_model(
     """
     from dsnet.models import build_detector
 
+    detector = dict(config.get("detector") or {})
+    if config.get("anchor_sizes"):
+        detector["rpn_anchor_generator"] = anchor_generator(config["anchor_sizes"])
     return build_detector(
         config["backbone"],
         config["attention"],
@@ -88,8 +94,24 @@ def build_model(
         trainable_layers=trainable_layers,
         min_size=int(config["min_size"]),
         max_size=int(config["max_size"]),
-        **dict(config.get("detector") or {}),
+        **detector,
     )
+
+
+def anchor_generator(sizes: Sequence[int]) -> torch.nn.Module:
+    """RPN anchors of one size per feature map (``model.anchor_sizes``), ratios 0.5, 1, 2.
+
+    Args:
+        sizes: Anchor side in input pixels for each feature map, finest first (5 for the
+            ResNet50 FPN, 3 for MobileNetV3, 1 for VGG16).
+
+    Returns:
+        A torchvision ``AnchorGenerator``.
+    """
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    sizes = tuple((int(size),) for size in sizes)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
 
 def save_checkpoint(

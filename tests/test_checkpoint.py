@@ -94,6 +94,15 @@ def test_model_config_keeps_architecture_only():
         model_config({"attention": "ds"}, num_classes=4)
 
 
+def test_anchor_sizes_reach_the_rpn():
+    cfg = model_config({**MODEL, "anchor_sizes": [16, 32, 64, 128, 256]}, num_classes=4)
+    model = build_model(cfg)
+    assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert model.rpn.head.cls_logits.out_channels == 3  # three aspect ratios per position
+    default = build_model(model_config(MODEL, num_classes=4))
+    assert default.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope.pt")
