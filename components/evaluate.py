@@ -65,9 +65,8 @@ def evaluate(
         plots,
         load_params([params.path]),
     )
-    for key, value in numeric_metrics(result).items():
-        if "confusion" not in key:
-            metrics.log_metric(key, value)
+    for key, value in numeric_metrics(result).items():  # lists (confusion) stay out
+        metrics.log_metric(key, value)
     categories, matrix = kfp_confusion_matrix(result)
     confusion.log_confusion_matrix(categories, matrix)
     atomic_write_text(report.path, evaluation_markdown(result))

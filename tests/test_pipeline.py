@@ -541,3 +541,17 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     assert "# Retraining check: skip training" in decision
     assert _task_output(rerun, "check-data-changed")["parameterValues"] == {"Output": False}
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def test_local_run_failure_names_the_failed_task_in_one_line(tmp_path):
+    shutil.copyfile(ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "DSNET_TRACKING": "off"}
+    missing = tmp_path / "no-such-repo"
+    result = dsnet(
+        "pipeline", "local", "--package", str(PACKAGE), "--out", "out",
+        "--data-repo", str(missing), env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "\x1b[" not in result.stderr
+    assert "Inner task failed: 'fetch-data'" in result.stderr
+    assert f"{missing}@main: cannot fetch data/synthetic" in result.stdout  # the step's log

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsnet.errors import DsnetError
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class LocalRunError(DsnetError):
+    """A task of a local pipeline run failed."""
+
 
 @dataclass(frozen=True)
 class LocalRun:
@@ -85,7 +93,7 @@ def run_local(
         The :class:`LocalRun`.
 
     Raises:
-        RuntimeError: A task failed (``kfp.local`` names it; its log is on stdout).
+        LocalRunError: A task failed (named in the message; its log is on stdout).
 
     """
     from kfp import components, local
@@ -104,7 +112,11 @@ def run_local(
         # "non-Python base image" and "settings ... ignored locally": documented above.
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
-        pipeline(**dict(arguments))
+        try:
+            pipeline(**dict(arguments))
+        except RuntimeError as exc:
+            message = " ".join(ANSI_ESCAPE.sub("", str(exc)).split())
+            raise LocalRunError(f"{message} (the task's log is above)") from None
     created = sorted(
         (p for p in out_dir.iterdir() if p.is_dir() and p not in before and p.name[0] != "."),
         key=lambda p: p.stat().st_mtime,
