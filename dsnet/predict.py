@@ -106,8 +106,9 @@ def resolve_model(model: str | PathLike[str]) -> Path:
     """Turn a checkpoint path or an MLflow model URI into a local ``model.pt`` path.
 
     Args:
-        model: A checkpoint file (``models/model.pt``) or an MLflow URI such as
-            ``models:/dsnet@champion`` or ``runs:/<run_id>/model``.
+        model: A checkpoint file (``models/model.pt``), an MLflow URI such as
+            ``models:/dsnet@champion`` or ``runs:/<run_id>/model``, or the local folder
+            of a downloaded MLflow model.
 
     Returns:
         The local checkpoint path.
@@ -117,7 +118,7 @@ def resolve_model(model: str | PathLike[str]) -> Path:
 
     """
     text = str(model)
-    if text.startswith(MODEL_URI_SCHEMES):
+    if text.startswith(MODEL_URI_SCHEMES) or Path(text).is_dir():
         from dsnet.pyfunc import checkpoint_from_uri
 
         return Path(checkpoint_from_uri(text))
