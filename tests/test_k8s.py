@@ -34,7 +34,7 @@ PYTORCHJOB_SCHEMA = json.loads((K8S / "schemas" / "pytorchjob-kubeflow.org-v1.js
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "PyTorchJob")
 BASE_KINDS = {
     "Namespace": 1,
-    "Secret": 3,
+    "Secret": 4,
     "ConfigMap": 1,
     "PersistentVolumeClaim": 2,
     "Deployment": 2,
