@@ -5,9 +5,11 @@
   registration only under the gate, training only when the data changed.
 - ``dsnet pipeline run | schedule`` talk to a real HTTP server on 127.0.0.1 that answers
   like the KFP API and records the requests (there is no KFP server here).
-- ``dsnet pipeline local`` runs the compiled pipeline end to end on the synthetic data
-  with tiny parameters against a real MLflow server (artifacts in moto S3), registers a
-  version with its lineage, and ends early on a second run when the data did not change.
+- ``dsnet pipeline local`` runs the compiled pipeline with kfp.local against a real MLflow
+  server (artifacts in moto S3): by default the fast path (the champion was trained on
+  this data: the run ends at ``check_data_changed``); marked slow, the whole pipeline on
+  the synthetic data with tiny parameters, which registers a version with its lineage and
+  then ends early on a second run.
 """
 
 from __future__ import annotations
@@ -464,16 +466,9 @@ def _runs(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
-    mlflow_server, tmp_path, monkeypatch
-):
-    import mlflow
-
-    from dsnet.registry import promote
-    from dsnet.tracking import data_version
-
-    model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
-    work = tmp_path / "work"
+def local_workdir(root: Path, model_name: str) -> tuple[Path, str]:
+    """A git work tree with params.yaml and the tiny profile; returns it and its HEAD."""
+    work = root / "work"
     work.mkdir()
     shutil.copyfile(ROOT / "params.yaml", work / "params.yaml")
     profile = {**TINY, "register": {**TINY["register"], "model_name": model_name}}
@@ -484,17 +479,77 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     subprocess.run(
         ["git", "-c", "user.name=ci", "-c", "user.email=ci@x", "commit", "-qm", "params"], **git
     )
-    head = subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout.strip()
-    env = {
+    return work, subprocess.run(["git", "rev-parse", "HEAD"], **git).stdout.strip()
+
+
+def local_env(mlflow_server, model_name: str) -> dict[str, str]:
+    return {
         **os.environ,
         **mlflow_server.env,
         "DSNET_TRACKING": "on",
         "MLFLOW_EXPERIMENT_NAME": model_name,
         "OMP_NUM_THREADS": "1",
     }
-    command = ["pipeline", "local", "--package", str(PACKAGE), "-p", "tiny.yaml", "--out", "out"]
 
-    first = dsnet(*command, env=env, cwd=work, timeout=540)
+
+LOCAL_RUN = ["pipeline", "local", "--package", str(PACKAGE), "-p", "tiny.yaml", "--out", "out"]
+
+
+def assert_ended_at_the_check(run: Path, stdout: str, champion: str) -> None:
+    assert f"check-data-changed: data unchanged: champion v{champion} was trained on" in stdout
+    assert "register: gate" not in stdout
+    assert sorted(p.name for p in run.iterdir()) == [
+        "check-data-changed",
+        "resolve-params",
+        "synth-data",
+    ]
+    decision = (run / "check-data-changed" / "decision").read_text()
+    assert "# Retraining check: skip training" in decision
+    assert _task_output(run, "check-data-changed")["parameterValues"] == {"Output": False}
+
+
+def test_local_run_ends_early_when_the_champion_was_trained_on_this_data(
+    mlflow_server, tmp_path, monkeypatch
+):
+    """The fast local run: compiled YAML, kfp.local, conditions, a real MLflow registry."""
+    import mlflow
+
+    from dsnet.data.synth import synthesize
+    from dsnet.tracking import data_version
+
+    model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
+    work, _ = local_workdir(tmp_path, model_name)
+    same = synthesize(tmp_path / "same-data", **TINY["synth"]).out_dir  # deterministic
+    client = mlflow.MlflowClient(mlflow_server.url)
+    client.create_registered_model(model_name)
+    version = client.create_model_version(model_name, source="s3://mlflow/artifacts/none")
+    client.set_model_version_tag(model_name, version.version, "data_version", data_version(same))
+    client.set_registered_model_alias(model_name, "champion", version.version)
+
+    result = dsnet(*LOCAL_RUN, env=local_env(mlflow_server, model_name), cwd=work, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run,) = _runs(work / "out")
+    assert_ended_at_the_check(run, result.stdout, version.version)
+    synthesized = _artifact_metadata(run, "synth-data", "data")
+    assert synthesized["data_version"] == data_version(same)
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+@pytest.mark.slow
+def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
+    mlflow_server, tmp_path, monkeypatch
+):
+    """The whole pipeline with kfp.local: trains, evaluates, gates, registers (3-4 min here)."""
+    import mlflow
+
+    from dsnet.registry import promote
+    from dsnet.tracking import data_version
+
+    model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
+    work, head = local_workdir(tmp_path, model_name)
+    env = local_env(mlflow_server, model_name)
+
+    first = dsnet(*LOCAL_RUN, env=env, cwd=work, timeout=540)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"register: gate passed as models:/{model_name}/1" in first.stdout
     assert f"check-data-changed: no champion of '{model_name}' yet" in first.stdout
@@ -524,22 +579,11 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     monkeypatch.setenv("DSNET_TRACKING", "on")
     promote(model_name, 1, "kfp.local pipeline test")
 
-    second = dsnet(*command, env=env, cwd=work, timeout=300)
+    second = dsnet(*LOCAL_RUN, env=env, cwd=work, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "check-data-changed: data unchanged: champion v1 was trained on this data" in (
-        second.stdout
-    )
-    assert "register: gate" not in second.stdout
     rerun = _runs(work / "out")[-1]
     assert rerun != run
-    assert sorted(p.name for p in rerun.iterdir()) == [
-        "check-data-changed",
-        "resolve-params",
-        "synth-data",
-    ]
-    decision = (rerun / "check-data-changed" / "decision").read_text()
-    assert "# Retraining check: skip training" in decision
-    assert _task_output(rerun, "check-data-changed")["parameterValues"] == {"Output": False}
+    assert_ended_at_the_check(rerun, second.stdout, "1")
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
 
 
