@@ -93,7 +93,8 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
         from dsnet.predict import detect
         from dsnet.predict import model_input as to_input
 
-        threshold = float((params or {}).get("score_threshold") or self.threshold)
+        requested = (params or {}).get("score_threshold")
+        threshold = self.threshold if requested is None else float(requested)
         rows = []
         for index, row in enumerate(model_input.to_dict("records")):
             ct = slice_from_row(row, index)

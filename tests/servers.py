@@ -198,6 +198,7 @@ def mlflow_tracking_server(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     root = f"s3://{bucket}/artifacts"
+    workdir.mkdir(parents=True, exist_ok=True)
     database = workdir / "mlflow-server.db"
     if template is not None:
         shutil.copyfile(template, database)
