@@ -220,7 +220,7 @@ def log_pyfunc(
     import mlflow
 
     from dsnet.predict import inference_settings
-    from dsnet.tracking import configure_mlflow, ensure_experiment
+    from dsnet.tracking import configure_mlflow, ensure_artifact_credentials, ensure_experiment
 
     configure_mlflow()
     settings = inference_settings(params)
@@ -228,6 +228,8 @@ def log_pyfunc(
     if run_id is None:
         active = mlflow.start_run(experiment_id=ensure_experiment(), run_name="register")
     else:
+        run = mlflow.MlflowClient().get_run(run_id)
+        ensure_artifact_credentials(mlflow.get_experiment(run.info.experiment_id).artifact_location)
         active = mlflow.start_run(run_id=run_id)
     with active, tempfile.TemporaryDirectory(prefix="dsnet-pyfunc-") as scratch:
         return mlflow.pyfunc.log_model(
