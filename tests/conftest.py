@@ -22,5 +22,6 @@ def params():
 
     return load_params([Path(__file__).resolve().parents[1] / "params.yaml"])
 
+
 # Real MLflow / S3 servers and stores for the lifecycle tests (fixtures in tests/servers.py).
 pytest_plugins = ["servers"]
