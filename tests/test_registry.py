@@ -73,6 +73,7 @@ def checkpoints(tmp_path_factory):
 
     from dsnet.checkpoint import build_model, model_config, save_checkpoint
 
+    torch.set_num_threads(1)  # shared 2-core machine: one thread per process
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("checkpoints")
     model_params = {
@@ -343,6 +344,7 @@ def test_racing_registrations_create_one_version_per_checkpoint(local_mlflow, ch
         subprocess.Popen(
             [sys.executable, "-c", RACE_REGISTER, str(path), str(i), start, tests_dir],
             cwd=local_mlflow,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -367,7 +369,7 @@ def _cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: 
         [sys.executable, "-m", "dsnet", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **(env or {})},
         cwd=cwd,
         timeout=timeout,
     )
@@ -512,6 +514,7 @@ def test_racing_promotions_leave_alias_and_history_consistent(registry_copy):
         subprocess.Popen(
             [sys.executable, "-c", RACE, version, start],
             cwd=registry_copy,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
