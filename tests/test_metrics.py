@@ -183,6 +183,17 @@ def test_plot_files_are_written_with_dvc_friendly_rows(tmp_path):
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_pr_csv_keeps_a_blank_column_for_a_class_absent_from_the_hold_out(tmp_path):
+    ap = average_precision(IMAGES[:2], CATEGORIES, GROUND_TRUTH[:2], DETECTIONS)
+    assert 3 not in ap.precision
+    write_pr_curves(ap, {1: "normal", 2: "osteopenia", 3: "osteoporosis"}, tmp_path)
+    with (tmp_path / "pr_curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["recall", "normal", "osteopenia", "osteoporosis"]
+    assert {row["osteoporosis"] for row in rows} == {""}
+    assert float(rows[0]["normal"]) == pytest.approx(1.0)
+
+
 def test_loss_curve_from_training_csv(tmp_path):
     assert write_loss_curve(tmp_path / "absent.csv", tmp_path / "loss.png") is None
     log = tmp_path / "train_loss.csv"

@@ -67,9 +67,17 @@ def write_pr_curves(
     plots_dir = Path(plots_dir)
     ids = [c for c in class_names if c in ap.precision]
     recall = ap.recall_thresholds
-    rows = [[f"{r:.2f}", *(f"{ap.precision[c][i]:.6f}" for c in ids)] for i, r in enumerate(recall)]
+    # Every class gets a column (blank when absent from the hold-out) so the DVC plot
+    # definition, which names all classes, stays valid on small test sets.
+    rows = [
+        [
+            f"{r:.2f}",
+            *(f"{ap.precision[c][i]:.6f}" if c in ap.precision else "" for c in class_names),
+        ]
+        for i, r in enumerate(recall)
+    ]
     csv_path = atomic_write_text(
-        plots_dir / "pr_curves.csv", _csv_text(["recall", *(class_names[c] for c in ids)], rows)
+        plots_dir / "pr_curves.csv", _csv_text(["recall", *class_names.values()], rows)
     )
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(5.5, 4.5))
