@@ -337,14 +337,19 @@ def lineage_tags(data_dir: str | os.PathLike[str], params: Mapping[str, Any]) ->
 
 
 def git_sha(cwd: str | os.PathLike[str] | None = None) -> str:
-    """Return the commit checked out in `cwd`'s git work tree, or ``unknown`` outside git."""
+    """Return the commit checked out in `cwd`'s git work tree.
+
+    Outside a work tree (e.g. in the container image, which has no git) the commit comes
+    from env ``DSNET_GIT_SHA`` (the image's build revision); ``unknown`` when neither is set.
+    """
+    fallback = os.environ.get("DSNET_GIT_SHA") or "unknown"
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
+        return fallback
+    return result.stdout.strip() if result.returncode == 0 else fallback
 
 
 def data_version(data_dir: str | os.PathLike[str]) -> str:

@@ -192,3 +192,13 @@ def test_missing_s3_credentials_are_reported_clearly(local_store, monkeypatch, m
     with pytest.raises(InputError, match="no S3 credentials") as err, start_run("train"):
         pass
     assert err.value.path == "AWS_ACCESS_KEY_ID"
+
+
+def test_git_sha_outside_git_comes_from_the_image_revision(tmp_path, monkeypatch):
+    from dsnet.tracking import git_sha
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("DSNET_GIT_SHA", raising=False)
+    assert git_sha(tmp_path) == "unknown"
+    monkeypatch.setenv("DSNET_GIT_SHA", "0123abc")
+    assert git_sha(tmp_path) == "0123abc"
