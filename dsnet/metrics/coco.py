@@ -56,39 +56,30 @@ def _coco(images: Sequence[Mapping[str, Any]], categories, annotations) -> Any:
     return coco
 
 
+def _box_row(n: int, item: Mapping[str, Any], agnostic: bool) -> dict:
+    """The COCO annotation fields a ground-truth box and a detection share (id `n`)."""
+    x, y, w, h = (float(v) for v in item["bbox"])
+    return {
+        "id": n,
+        "image_id": int(item["image_id"]),
+        "category_id": 1 if agnostic else int(item["category_id"]),
+        "bbox": [x, y, w, h],
+        "area": w * h,
+    }
+
+
 def _gt_annotations(annotations: Sequence[Mapping[str, Any]], agnostic: bool) -> list[dict]:
-    rows = []
-    for n, ann in enumerate(annotations, start=1):
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        rows.append(
-            {
-                "id": n,
-                "image_id": int(ann["image_id"]),
-                "category_id": 1 if agnostic else int(ann["category_id"]),
-                "bbox": [x, y, w, h],
-                "area": w * h,
-                "iscrowd": int(ann.get("iscrowd", 0)),
-            }
-        )
-    return rows
+    return [
+        {**_box_row(n, ann, agnostic), "iscrowd": int(ann.get("iscrowd", 0))}
+        for n, ann in enumerate(annotations, start=1)
+    ]
 
 
 def _dt_annotations(detections: Sequence[Mapping[str, Any]], agnostic: bool) -> list[dict]:
-    rows = []
-    for n, det in enumerate(detections, start=1):
-        x, y, w, h = (float(v) for v in det["bbox"])
-        rows.append(
-            {
-                "id": n,
-                "image_id": int(det["image_id"]),
-                "category_id": 1 if agnostic else int(det["category_id"]),
-                "bbox": [x, y, w, h],
-                "area": w * h,
-                "score": float(det["score"]),
-                "iscrowd": 0,
-            }
-        )
-    return rows
+    return [
+        {**_box_row(n, det, agnostic), "score": float(det["score"]), "iscrowd": 0}
+        for n, det in enumerate(detections, start=1)
+    ]
 
 
 def average_precision(
