@@ -43,12 +43,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from dsnet.errors import DsnetError, InputError
 from dsnet.fsutil import atomic_write_json
 from dsnet.tracking import data_version
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
 
 TAG_PREFIX = "data-v"
 WORK_DIR = ".dvc/tmp/intake"
@@ -277,39 +281,38 @@ class DataRepo:
 
     # -- DVC -------------------------------------------------------------------------
 
-    def dvc_add(self) -> str:
-        """``dvc add`` the data dir; return its new data version."""
+    @contextlib.contextmanager
+    def dvc_repo(self, action: str) -> Iterator[Repo]:
+        """Open the DVC repository; any DVC failure inside becomes one `VersioningError`.
+
+        Args:
+            action: What is being done, for the message (``"<action> failed: <reason>"``).
+
+        """
         from dvc.repo import Repo
 
         try:
             with Repo(str(self.root)) as repo:
-                repo.scm_context.quiet = True
-                repo.add([str(self.target)])
-        except Exception as exc:  # noqa: BLE001 - any DVC failure aborts the version
-            raise VersioningError(f"dvc add {self.rel(self.target)} failed: {exc}") from exc
+                yield repo
+        except Exception as exc:  # noqa: BLE001 - any DVC failure aborts the version/intake
+            raise VersioningError(f"{action} failed: {exc}") from exc
+
+    def dvc_add(self) -> str:
+        """``dvc add`` the data dir; return its new data version."""
+        with self.dvc_repo(f"dvc add {self.rel(self.target)}") as repo:
+            repo.scm_context.quiet = True
+            repo.add([str(self.target)])
         return recorded_version(self.dvc_file.read_text(encoding="utf-8"))
 
     def dvc_push(self, remote: str | None) -> None:
         """``dvc push`` the data dir to `remote` (None: the default remote)."""
-        from dvc.repo import Repo
-
-        try:
-            with Repo(str(self.root)) as repo:
-                repo.push(targets=[str(self.dvc_file)], remote=remote)
-        except Exception as exc:  # noqa: BLE001 - any DVC failure aborts the version
-            name = remote or "(default)"
-            raise VersioningError(f"dvc push to remote {name} failed: {exc}") from exc
+        with self.dvc_repo(f"dvc push to remote {remote or '(default)'}") as repo:
+            repo.push(targets=[str(self.dvc_file)], remote=remote)
 
     def dvc_pull(self, remote: str | None) -> None:
         """``dvc pull`` the data dir from `remote` (None: the default remote)."""
-        from dvc.repo import Repo
-
-        try:
-            with Repo(str(self.root)) as repo:
-                repo.pull(targets=[str(self.dvc_file)], remote=remote)
-        except Exception as exc:  # noqa: BLE001 - any DVC failure stops the intake
-            name = remote or "(default)"
-            raise VersioningError(f"dvc pull from remote {name} failed: {exc}") from exc
+        with self.dvc_repo(f"dvc pull from remote {remote or '(default)'}") as repo:
+            repo.pull(targets=[str(self.dvc_file)], remote=remote)
 
     # -- the whole step ----------------------------------------------------------------
 
