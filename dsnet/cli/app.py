@@ -47,6 +47,14 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-S", help="Override a parameter, e.g. -S train.epochs=3."),
 ]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="File holding the secret de-identification key."),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="The key itself (tests; prefer --key-file or env)."),
+]
 
 
 def resolve_params(files: list[Path] | None, overrides: list[str] | None) -> dict[str, Any]:

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from dsnet.cli.app import ParamsOption, SetOption, app, bench_app, resolve_params
+from dsnet.cli.app import (
+    KeyFileOption,
+    KeyOption,
+    ParamsOption,
+    SetOption,
+    app,
+    bench_app,
+    resolve_params,
+)
 
 DataArg = Annotated[Path, typer.Argument(help="Data dir (DESIGN.md data contract).")]
 
@@ -50,14 +58,8 @@ def ingest_command(
         Path, typer.Argument(help="A data dir in the contract's layout, or a CSV of boxes.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Data dir to write (de-identified).")],
-    key_file: Annotated[
-        Path | None,
-        typer.Option("--key-file", help="File holding the secret de-identification key."),
-    ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option("--key", help="The key itself (tests; prefer --key-file or env)."),
-    ] = None,
+    key_file: KeyFileOption = None,
+    key: KeyOption = None,
 ) -> None:
     """Import real CT data: check, de-identify, write a data dir and ingest_report.json.
 

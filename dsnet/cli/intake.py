@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dsnet.cli.app import ParamsOption, SetOption, app, resolve_params
+from dsnet.cli.app import KeyFileOption, KeyOption, ParamsOption, SetOption, app, resolve_params
 
 
 @app.command("intake")
@@ -28,14 +28,8 @@ def intake_command(
         str | None,
         typer.Option("--git-remote", help="Git remote to push each version's commit and tag to."),
     ] = None,
-    key_file: Annotated[
-        Path | None,
-        typer.Option("--key-file", help="File holding the secret de-identification key."),
-    ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option("--key", help="The key itself (tests; prefer --key-file or env)."),
-    ] = None,
+    key_file: KeyFileOption = None,
+    key: KeyOption = None,
     summary: Annotated[
         Path | None, typer.Option("--summary", help="Also write the outcome as JSON here.")
     ] = None,
