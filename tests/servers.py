@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,18 @@ class S3Server:
 
     url: str
     env: dict[str, str] = field(default_factory=dict)
+
+    def client(self) -> Any:
+        """A boto3 S3 client for this endpoint, with the test credentials and region."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,19 +159,11 @@ def moto_s3(
     server = shutil.which("moto_server") or "moto_server"
     cmd = [server, "-H", "127.0.0.1", "-p", str(port)]
     with running(cmd, f"{url}/moto-api/", workdir / "moto.log", dict(os.environ), timeout):
-        env = s3_client_env(url)
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
+        endpoint = S3Server(url=url, env=s3_client_env(url))
+        s3 = endpoint.client()
         for bucket in buckets:
             s3.create_bucket(Bucket=bucket)
-        yield S3Server(url=url, env=env)
+        yield endpoint
 
 
 def migrated_mlflow_db(path: Path) -> Path:

@@ -10,13 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pydicom
 import pytest
 from intake_factory import KEY, copy_batch, data_repo, git, keys, renamed, repo_state
 from pydicom.uid import generate_uid
-from servers import ACCESS_KEY, DATA_BUCKET, REGION, SECRET_KEY
+from servers import DATA_BUCKET
 
 from dsnet.data.contract import load_data_dir
 from dsnet.data.ingest import read_source, write_intake
@@ -78,13 +77,7 @@ def test_local_inbox_lists_waiting_batches_and_moves_them_with_their_report(tmp_
 def test_s3_inbox_fetches_a_batch_and_moves_every_object(s3_server, monkeypatch, tmp_path):
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-    )
+    s3 = s3_server.client()
     prefix = f"{tmp_path.name}/inbox"
     objects = {"b1/annotations.json": b"{}", "b1/dicom/p/1.dcm": b"one", "b1/../escape": b"!"}
     for key, body in objects.items():

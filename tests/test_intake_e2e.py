@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import boto3
 import pydicom
 import pytest
 from intake_factory import (
@@ -26,7 +25,7 @@ from intake_factory import (
     set_remote,
     upload_batch,
 )
-from servers import ACCESS_KEY, DATA_BUCKET, REGION, SECRET_KEY, free_port
+from servers import DATA_BUCKET, free_port
 
 from dsnet.data.contract import load_data_dir
 from dsnet.data.synth import synthesize
@@ -56,13 +55,7 @@ def world(tmp_path, s3_server, monkeypatch, batches):
     monkeypatch.setenv("DSNET_TRACKING", "off")
     prefix = f"{tmp_path.name}"
     remote = f"s3://{DATA_BUCKET}/{prefix}/dvcstore"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-    )
+    s3 = s3_server.client()
     return SimpleNamespace(
         repo=data_repo(tmp_path / "repo", remote, s3_server.url),
         inbox=f"s3://{DATA_BUCKET}/{prefix}/inbox",
