@@ -23,5 +23,16 @@ def params():
     return load_params([Path(__file__).resolve().parents[1] / "params.yaml"])
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Run the test with one torch thread (shared 2-core machine); restore the setting after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Real MLflow / S3 servers and stores for the lifecycle tests (fixtures in tests/servers.py).
 pytest_plugins = ["servers"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import synthetic_split
 
 from dsnet.ablate import CONFIGS, PAPER, ablate, ablation_markdown, config_params, table_row
 from dsnet.config import deep_merge
@@ -35,14 +36,7 @@ def _restore_threads():
 
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
-    from dsnet.data.contract import load_data_dir
-    from dsnet.data.split import split_patients, write_split
-    from dsnet.data.synth import synthesize
-
-    root = tmp_path_factory.mktemp("ablate")
-    synthesize(root / "data", patients=3, seed=2, slices_per_vertebra=1)
-    write_split(split_patients(load_data_dir(root / "data"), 0.34, 0), root / "split.json")
-    return root / "data", root / "split.json"
+    return synthetic_split(tmp_path_factory.mktemp("ablate"), seed=2)
 
 
 def test_tiny_ablation_trains_evaluates_and_tabulates_with_the_paper(

@@ -11,13 +11,7 @@ from dsnet.models.attention import (
 
 MODULES = [DualSelective, SqueezeExcite, SelectiveKernel]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("module", MODULES)

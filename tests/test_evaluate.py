@@ -10,49 +10,28 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+import tiny
 
 from dsnet.evaluate import METRIC_KEYS, evaluate
 
-PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
 CLASSES = ("normal", "osteopenia", "osteoporosis")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     """Three synthetic patients, one slice per vertebra, and a patient-level split."""
     from dsnet.data.contract import load_data_dir
-    from dsnet.data.split import split_patients, write_split
-    from dsnet.data.synth import synthesize
+    from dsnet.data.split import read_split
 
-    root = tmp_path_factory.mktemp("tiny")
-    synthesize(root / "data", patients=3, seed=1, slices_per_vertebra=1)
-    data = load_data_dir(root / "data")
-    split = split_patients(data, test_fraction=0.34, seed=0)
-    write_split(split, root / "split.json")
-    return data, root / "split.json", split
+    data_dir, split_path = tiny.synthetic_split(tmp_path_factory.mktemp("tiny"), seed=1)
+    return load_data_dir(data_dir), split_path, read_split(split_path)
 
 
 @pytest.fixture(scope="module")
 def untrained_checkpoint(tmp_path_factory) -> Path:
-    from dsnet.checkpoint import build_model, model_config, save_checkpoint
-
-    torch.manual_seed(0)
-    config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True,
-         "min_size": 128, "max_size": 128},
-        num_classes=4,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return save_checkpoint(path, build_model(config), config, PREPROCESS, {})
+    return tiny.untrained_checkpoint(tmp_path_factory.mktemp("model"), {})
 
 
 def eval_params(**overrides):

@@ -47,13 +47,7 @@ PREDICTOR = [
 ]
 ATTENTION_PREFIXES = ("backbone.body.stem_attention.", "backbone.body.last_attention.")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +268,7 @@ def test_bench_variants_share_weights_and_predictions():
 
 
 def test_benchmark_overhead_reports_ratios_to_the_plain_backbone():
-    torch.set_num_threads(2)  # the autouse fixture restores the original setting
+    torch.set_num_threads(2)  # the one_torch_thread fixture restores the original setting
     result = benchmark_overhead(
         size=64, repeats=2, warmup=1, threads=1, device="cpu", backbones=["mobilenet_v3"]
     )

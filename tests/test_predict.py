@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom.data
 import pytest
+import tiny
 import torch
 from datadir_factory import write_slice
 
@@ -28,32 +29,16 @@ from dsnet.predict import (
 )
 
 CT_SMALL = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
-PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
 ALL_DETECTIONS = {"evaluate": {"decision_threshold": 0.0, "device": "cpu"}}
 CLASS_NAMES = {"normal", "osteopenia", "osteoporosis"}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """A real dsnet checkpoint of an untrained MobileNetV3 detector (128 px input)."""
-    from dsnet.checkpoint import build_model, model_config, save_checkpoint
-
-    torch.manual_seed(0)
-    config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True,
-         "min_size": 128, "max_size": 128},
-        num_classes=4,
-    )  # fmt: skip
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    return save_checkpoint(path, build_model(config), config, PREPROCESS, {"note": "untrained"})
+    return tiny.untrained_checkpoint(tmp_path_factory.mktemp("model"), {"note": "untrained"})
 
 
 def test_predict_ct_small_writes_json_overlay_and_summary(untrained_checkpoint, tmp_path):
@@ -118,7 +103,7 @@ def test_boxes_come_back_in_original_pixels_whatever_the_spacing(tmp_path):
     hu[50:110, 60:210] = 1500.0  # bright block: original box x 60..210, y 50..110
     path = write_slice(tmp_path / "slice.dcm", hu, "P1", spacing=(0.6, 0.9))
     ct = read_slice(path)
-    image, scale = model_input(ct, PREPROCESS)
+    image, scale = model_input(ct, tiny.PREPROCESS)
     assert tuple(image.shape) == (3, 80, 180)
     assert scale == pytest.approx((2.5, 300 / 180))
 
@@ -129,7 +114,7 @@ def test_boxes_come_back_in_original_pixels_whatever_the_spacing(tmp_path):
 
     settings = {"threshold": 0.5, "hu_thresholds": (160.0, 110.0)}
     result = process_file(
-        path, "slice", BrightRegionDetector(), PREPROCESS, settings, tmp_path / "out", "cpu"
+        path, "slice", BrightRegionDetector(), tiny.PREPROCESS, settings, tmp_path / "out", "cpu"
     )
     assert result.status == "ok"
     written = json.loads((tmp_path / "out" / "slice.json").read_text())
