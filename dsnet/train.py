@@ -35,7 +35,12 @@ from dsnet.errors import InputError
 from dsnet.fsutil import atomic_write_json
 from dsnet.training import distributed
 from dsnet.training.data import build_train_loader
-from dsnet.training.device import configure_backends, configure_threads, select_device, use_amp
+from dsnet.training.device import (
+    autocast_dtype,
+    configure_backends,
+    configure_threads,
+    select_device,
+)
 from dsnet.training.distributed import DistContext
 from dsnet.training.history import write_loss_csv
 from dsnet.training.loop import TrainingDivergedError, train_one_epoch
@@ -145,7 +150,9 @@ def _train(
     model_params = section(params, "model")
     epochs = _positive_int(train_cfg, "epochs")
     seed = int(train_cfg.get("seed", 0))
-    amp = use_amp(device, train_cfg.get("amp", False))
+    precision = autocast_dtype(
+        device, train_cfg.get("amp", False), train_cfg.get("cpu_bf16", False)
+    )
     cfg = model_config(model_params, num_classes=len(CATEGORIES) + 1)
     paths = _output_paths(out_dir, plots_dir)
 
@@ -168,7 +175,7 @@ def _train(
     ).to(device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg, iters_per_epoch=len(loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
 
     start_epoch, history, run_id = 0, [], None
     if resume:
@@ -206,7 +213,7 @@ def _train(
             progress.start_epoch(epoch)
             stats = train_one_epoch(
                 model, loader, optimizer, scheduler, scaler,
-                epoch=epoch, device=device, amp=amp,
+                epoch=epoch, device=device, autocast=precision,
                 clip_grad_norm=train_cfg.get("clip_grad_norm"), ctx=ctx, progress=progress,
             )  # fmt: skip
             history.append({**stats.row(), "images": stats.images, "seconds": stats.seconds})
@@ -241,7 +248,7 @@ def _train(
                 "final_loss": result.final_loss,
                 "device": _device_name(device),
                 "world_size": ctx.world_size,
-                "amp": amp,
+                "precision": str(precision or torch.float32).removeprefix("torch."),
                 "run_id": run.run_id,
                 "dsnet_version": __version__,
                 "torch_version": str(torch.__version__),

@@ -21,7 +21,12 @@ from dsnet.data.contract import load_data_dir
 from dsnet.data.split import split_patients, write_split
 from dsnet.errors import InputError
 from dsnet.train import train
-from dsnet.training.device import configure_threads, select_device, use_amp
+from dsnet.training.device import (
+    autocast_dtype,
+    configure_threads,
+    native_cpu_bf16,
+    select_device,
+)
 from dsnet.training.history import CSV_COLUMNS
 from dsnet.training.optim import WarmupMultiStep, build_optimizer, build_scheduler
 
@@ -288,9 +293,16 @@ def test_device_and_threads():
         with pytest.raises(InputError, match="train.device: cuda requested"):
             select_device("cuda")
     assert select_device("cpu") == torch.device("cpu")
-    assert not use_amp(torch.device("cpu"), True)
-    assert use_amp(torch.device("cuda", 0), True)
-    assert not use_amp(torch.device("cuda", 0), False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert autocast_dtype(cuda, amp=True) == torch.float16
+    assert autocast_dtype(cuda, amp=False, cpu_bf16=True) is None
+    assert autocast_dtype(cpu, amp=True) is None  # amp is a CUDA setting
+    assert autocast_dtype(cpu, amp=False, cpu_bf16=True) == torch.bfloat16
+    assert autocast_dtype(cpu, amp=False, cpu_bf16="auto") == (
+        torch.bfloat16 if native_cpu_bf16() else None
+    )
+    with pytest.raises(InputError, match="train.cpu_bf16"):
+        autocast_dtype(cpu, amp=False, cpu_bf16="sometimes")
     cores = len(os.sched_getaffinity(0))
     try:
         assert configure_threads("auto", processes_per_node=2) == max(1, cores // 2)

@@ -2,7 +2,11 @@
 
 ``train.device``: ``auto`` picks CUDA when a GPU is visible and the CPU otherwise;
 ``cpu`` and ``cuda`` force one. Under torchrun each process takes ``cuda:LOCAL_RANK``.
-Mixed precision (``train.amp``) is used on CUDA only.
+
+Precision: ``train.amp`` is mixed precision on CUDA (float16 autocast + GradScaler) and
+ignored on the CPU; ``train.cpu_bf16`` runs the CPU forward pass under bfloat16
+autocast (``auto``: only where the CPU computes bfloat16 natively, AVX512-BF16 or AMX;
+elsewhere it would be emulated and slower). Weights, optimizer and losses stay float32.
 """
 
 from __future__ import annotations
@@ -77,6 +81,30 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def use_amp(device: torch.device, requested: bool) -> bool:
-    """Whether to train in mixed precision: only when requested and on CUDA."""
-    return bool(requested) and device.type == "cuda"
+def autocast_dtype(
+    device: torch.device, amp: bool, cpu_bf16: bool | str | None = False
+) -> torch.dtype | None:
+    """The autocast dtype of the forward pass, or None for plain float32.
+
+    Args:
+        device: The training device.
+        amp: ``train.amp``: float16 mixed precision on CUDA.
+        cpu_bf16: ``train.cpu_bf16``: ``true``, ``false`` or ``auto`` (bfloat16 on the CPU
+            when it has native bfloat16 support).
+
+    Returns:
+        ``torch.float16`` (CUDA + amp), ``torch.bfloat16`` (CPU + cpu_bf16) or None.
+
+    """
+    if device.type == "cuda":
+        return torch.float16 if amp else None
+    if str(cpu_bf16).lower() == "auto":
+        return torch.bfloat16 if native_cpu_bf16() else None
+    if cpu_bf16 not in (True, False, None):
+        raise InputError("train.cpu_bf16", f"must be true, false or auto, got {cpu_bf16!r}")
+    return torch.bfloat16 if cpu_bf16 else None
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (oneDNN with AVX512-BF16 or AMX)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -93,7 +93,7 @@ def train_one_epoch(
     *,
     epoch: int,
     device: torch.device,
-    amp: bool,
+    autocast: torch.dtype | None,
     clip_grad_norm: float | None,
     ctx: DistContext,
     progress: TrainingProgress,
@@ -107,10 +107,11 @@ def train_one_epoch(
             ``labels`` Int64Tensor[N] in 1..3.
         optimizer: The optimizer.
         scheduler: Per-iteration learning-rate schedule.
-        scaler: Gradient scaler (disabled unless mixed precision).
+        scaler: Gradient scaler (enabled for float16 only).
         epoch: 1-based epoch number (for messages).
         device: Where the model lives.
-        amp: Run the forward pass under ``torch.autocast``.
+        autocast: Run the forward pass under ``torch.autocast`` with this dtype (None:
+            float32).
         clip_grad_norm: Clip the global gradient norm to this value (None/0: off).
         ctx: Distributed context.
         progress: Progress display (advanced once per step).
@@ -132,7 +133,7 @@ def train_one_epoch(
         targets = [
             {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
         ]
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             losses = model(images, targets)
         loss = sum(losses.values())
         if not all_ranks_true(bool(torch.isfinite(loss)), ctx, device):
