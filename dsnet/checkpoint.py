@@ -79,13 +79,17 @@ def build_model(
     Returns:
         A torchvision ``FasterRCNN`` in train mode on the CPU.
 
+    Raises:
+        InputError: Unknown names (from the builder), or ``anchor_sizes`` whose count
+            differs from the backbone's number of feature maps.
+
     """
     from dsnet.models import build_detector
 
     detector = dict(config.get("detector") or {})
     if config.get("anchor_sizes"):
         detector["rpn_anchor_generator"] = anchor_generator(config["anchor_sizes"])
-    return build_detector(
+    model = build_detector(
         config["backbone"],
         config["attention"],
         num_classes=int(config["num_classes"]),
@@ -96,6 +100,24 @@ def build_model(
         max_size=int(config["max_size"]),
         **detector,
     )
+    if config.get("anchor_sizes"):
+        _check_anchor_count(model, config["backbone"], len(config["anchor_sizes"]))
+    return model
+
+
+def _check_anchor_count(model: torch.nn.Module, backbone: str, sizes: int) -> None:
+    """Raise `InputError` unless the backbone yields one feature map per anchor size."""
+    model.backbone.eval()  # a probe must not touch BatchNorm statistics
+    with torch.no_grad():
+        maps = model.backbone(torch.zeros(1, 3, 64, 64))
+    model.backbone.train()
+    count = len(maps) if isinstance(maps, Mapping) else 1
+    if count != sizes:
+        raise InputError(
+            "params.model.anchor_sizes",
+            f"has {sizes} sizes but the {backbone} backbone gives {count} feature maps; "
+            f"give {count} sizes or [] for the builder's anchors",
+        )
 
 
 def anchor_generator(sizes: Sequence[int]) -> torch.nn.Module:

@@ -101,6 +101,15 @@ def test_anchor_sizes_reach_the_rpn():
     assert model.rpn.head.cls_logits.out_channels == 3  # three aspect ratios per position
     default = build_model(model_config(MODEL, num_classes=4))
     assert default.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    assert model.training and model.backbone.training
+    for name, tensor in model.state_dict().items():  # the feature-map probe left BN untouched
+        if name.endswith("running_mean"):
+            assert not tensor.any(), name
+        elif name.endswith("running_var"):
+            assert torch.equal(tensor, torch.ones_like(tensor)), name
+    mobilenet = {**MODEL, "backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64, 128, 256]}
+    with pytest.raises(InputError, match="has 5 sizes but the mobilenet_v3 backbone gives 3"):
+        build_model(model_config(mobilenet, num_classes=4))
 
 
 def test_missing_file(tmp_path):
