@@ -34,6 +34,8 @@ from dsnet.fsutil import atomic_path
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
 MODEL_KEYS = ("backbone", "attention", "ds_residual", "min_size", "max_size")
 PREPROCESS_KEYS = ("spacing_mm", "windows")
+FEATURE_MAPS = {"resnet50": 5, "mobilenet_v3": 3, "vgg16": 1}
+"""Feature maps each backbone of `dsnet.models` gives the RPN (FPN levels incl. pool)."""
 
 
 def model_config(model_params: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
@@ -80,16 +82,17 @@ def build_model(
         A torchvision ``FasterRCNN`` in train mode on the CPU.
 
     Raises:
-        InputError: Unknown names (from the builder), or ``anchor_sizes`` whose count
-            differs from the backbone's number of feature maps.
+        InputError: Unknown backbone or attention names, or unusable weights (from
+            `dsnet.models.build_detector`).
 
     """
     from dsnet.models import build_detector
 
     detector = dict(config.get("detector") or {})
-    if config.get("anchor_sizes"):
-        detector["rpn_anchor_generator"] = anchor_generator(config["anchor_sizes"])
-    model = build_detector(
+    if config.get("anchor_sizes") and config["backbone"] in FEATURE_MAPS:
+        maps = FEATURE_MAPS[config["backbone"]]
+        detector["rpn_anchor_generator"] = anchor_generator(config["anchor_sizes"], maps)
+    return build_detector(
         config["backbone"],
         config["attention"],
         num_classes=int(config["num_classes"]),
@@ -100,40 +103,29 @@ def build_model(
         max_size=int(config["max_size"]),
         **detector,
     )
-    if config.get("anchor_sizes"):
-        _check_anchor_count(model, config["backbone"], len(config["anchor_sizes"]))
-    return model
 
 
-def _check_anchor_count(model: torch.nn.Module, backbone: str, sizes: int) -> None:
-    """Raise `InputError` unless the backbone yields one feature map per anchor size."""
-    model.backbone.eval()  # a probe must not touch BatchNorm statistics
-    with torch.no_grad():
-        maps = model.backbone(torch.zeros(1, 3, 64, 64))
-    model.backbone.train()
-    count = len(maps) if isinstance(maps, Mapping) else 1
-    if count != sizes:
-        raise InputError(
-            "params.model.anchor_sizes",
-            f"has {sizes} sizes but the {backbone} backbone gives {count} feature maps; "
-            f"give {count} sizes or [] for the builder's anchors",
-        )
+def anchor_generator(sizes: Sequence[int], maps: int) -> torch.nn.Module:
+    """RPN anchors for ``model.anchor_sizes`` on a backbone with `maps` feature maps.
 
-
-def anchor_generator(sizes: Sequence[int]) -> torch.nn.Module:
-    """RPN anchors of one size per feature map (``model.anchor_sizes``), ratios 0.5, 1, 2.
+    With one size per map (ResNet50-FPN: 5 sizes, 5 maps) map *i* gets size *i*, finest
+    first; otherwise every map gets all sizes, torchvision's convention for its
+    MobileNetV3 (3 maps) and single-map detectors. Aspect ratios 0.5, 1, 2 everywhere, so
+    the same setting works for every backbone of an ablation.
 
     Args:
-        sizes: Anchor side in input pixels for each feature map, finest first (5 for the
-            ResNet50 FPN, 3 for MobileNetV3, 1 for VGG16).
+        sizes: Anchor sides in input pixels, ascending.
+        maps: Feature maps the backbone gives the RPN (`FEATURE_MAPS`).
 
     Returns:
         A torchvision ``AnchorGenerator``.
+
     """
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    sizes = tuple((int(size),) for size in sizes)
-    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    sides = tuple(int(size) for size in sizes)
+    per_map = tuple((side,) for side in sides) if len(sides) == maps else (sides,) * maps
+    return AnchorGenerator(per_map, ((0.5, 1.0, 2.0),) * maps)
 
 
 def save_checkpoint(

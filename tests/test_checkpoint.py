@@ -10,6 +10,7 @@ import torch
 
 from dsnet.checkpoint import (
     CHECKPOINT_FORMAT,
+    FEATURE_MAPS,
     build_model,
     load_checkpoint,
     model_config,
@@ -94,22 +95,29 @@ def test_model_config_keeps_architecture_only():
         model_config({"attention": "ds"}, num_classes=4)
 
 
-def test_anchor_sizes_reach_the_rpn():
-    cfg = model_config({**MODEL, "anchor_sizes": [16, 32, 64, 128, 256]}, num_classes=4)
-    model = build_model(cfg)
+def test_anchor_sizes_reach_the_rpn_of_every_backbone():
+    sizes = [16, 32, 64, 128, 256]
+    model = build_model(model_config({**MODEL, "anchor_sizes": sizes}, num_classes=4))
     assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
     assert model.rpn.head.cls_logits.out_channels == 3  # three aspect ratios per position
     default = build_model(model_config(MODEL, num_classes=4))
     assert default.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
-    assert model.training and model.backbone.training
-    for name, tensor in model.state_dict().items():  # the feature-map probe left BN untouched
-        if name.endswith("running_mean"):
-            assert not tensor.any(), name
-        elif name.endswith("running_var"):
-            assert torch.equal(tensor, torch.ones_like(tensor)), name
-    mobilenet = {**MODEL, "backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64, 128, 256]}
-    with pytest.raises(InputError, match="has 5 sizes but the mobilenet_v3 backbone gives 3"):
-        build_model(model_config(mobilenet, num_classes=4))
+    for backbone, maps in (("mobilenet_v3", 3), ("vgg16", 1)):
+        other = build_model(
+            model_config({**MODEL, "backbone": backbone, "anchor_sizes": sizes}, 4)
+        ).eval()
+        assert other.rpn.anchor_generator.sizes == (tuple(sizes),) * maps
+        assert other.rpn.head.cls_logits.out_channels == 15
+        with torch.no_grad():  # every map has anchors: a forward pass works
+            other([torch.rand(3, 64, 64)])
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3", "vgg16"])
+def test_feature_map_table_matches_the_backbones(backbone):
+    model = build_model(model_config({**MODEL, "backbone": backbone}, num_classes=4)).eval()
+    with torch.no_grad():
+        maps = model.backbone(torch.zeros(1, 3, 64, 64))
+    assert (len(maps) if isinstance(maps, dict) else 1) == FEATURE_MAPS[backbone]
 
 
 def test_missing_file(tmp_path):

@@ -38,7 +38,6 @@ OVERRIDES = [
     "model.attention=ds",
     "model.min_size=64",
     "model.max_size=64",
-    "model.anchor_sizes=[16,32,64]",
     "preprocess.spacing_mm=1.5",
     "train.device=cpu",
     "train.epochs=1",

@@ -39,7 +39,6 @@ TINY = [
     "model.attention=ds",
     "model.min_size=64",
     "model.max_size=64",
-    "model.anchor_sizes=[16,32,64]",  # one per MobileNetV3-FPN map
     "preprocess.spacing_mm=1.5",
     "train.device=cpu",
     "train.batch_size=2",
