@@ -512,3 +512,35 @@ def test_train_distributed_failure_keeps_no_model_and_no_staged_data(tmp_path):
         )  # fmt: skip
     assert not (tmp_path / "model").exists()
     assert not (tmp_path / "pvc" / "runs" / job_name("run-7") / "data").exists()
+
+
+def test_split_component_keeps_the_split_carried_by_an_intake_data_dir(tmp_path):
+    from types import SimpleNamespace
+
+    from components.split import split as split_component
+    from dsnet.data.contract import load_data_dir
+    from dsnet.data.split import read_split, split_patients, write_split
+    from dsnet.data.synth import synthesize
+
+    data_dir = tmp_path / "data"
+    synthesize(data_dir, patients=6, seed=3, slices_per_vertebra=1)
+    dataset = load_data_dir(data_dir)
+    default = split_patients(dataset, test_fraction=0.2, seed=0)
+    # The carried split swaps one test patient into train: the component must keep it.
+    moved = default["test"][0]
+    carried = {**default, "train": sorted([*default["train"], moved]),
+               "test": [p for p in default["test"] if p != moved]}  # fmt: skip
+    write_split(carried, data_dir / "split.json")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("split:\n  test_fraction: 0.2\n  seed: 0\n")
+
+    out = SimpleNamespace(path=str(tmp_path / "split_out.json"), metadata={})
+    split_component.python_func(
+        data=SimpleNamespace(path=str(data_dir)),
+        params=SimpleNamespace(path=str(params_file)),
+        patient_split=out,
+    )
+    result = read_split(out.path)
+    assert moved in result["train"]
+    assert set(carried["test"]) <= set(result["test"])
+    assert out.metadata["train_patients"] == len(result["train"])
