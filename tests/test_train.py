@@ -292,6 +292,8 @@ def test_device_and_threads():
         assert select_device("auto") == torch.device("cpu")
         with pytest.raises(InputError, match="train.device: cuda requested"):
             select_device("cuda")
+        with pytest.raises(InputError, match="evaluate.device: cuda requested"):
+            select_device("cuda", setting="evaluate.device")
     assert select_device("cpu") == torch.device("cpu")
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert autocast_dtype(cuda, amp=True) == torch.float16

@@ -20,12 +20,13 @@ from dsnet.errors import InputError
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
-def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """Resolve the ``train.device`` setting to a torch device.
+def select_device(name: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """Resolve a device setting (``train.device``, ``evaluate.device``) to a torch device.
 
     Args:
         name: ``auto``, ``cpu`` or ``cuda``.
         local_rank: This process's GPU index on its node (torchrun ``LOCAL_RANK``).
+        setting: The parameter's name, for error messages.
 
     Returns:
         ``cuda:<local_rank>`` or ``cpu``.
@@ -36,11 +37,11 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     """
     name = str(name or "auto").lower()
     if name not in DEVICE_CHOICES:
-        raise InputError("train.device", f"must be one of {', '.join(DEVICE_CHOICES)}, got {name}")
+        raise InputError(setting, f"must be one of {', '.join(DEVICE_CHOICES)}, got {name}")
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise InputError("train.device", "cuda requested but no CUDA device is visible")
+        raise InputError(setting, "cuda requested but no CUDA device is visible")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
