@@ -30,6 +30,7 @@ import torch
 
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_path
+from dsnet.torchfile import load_torch_file
 
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
 MODEL_KEYS = ("backbone", "attention", "ds_residual", "min_size", "max_size")
@@ -175,12 +176,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse a user's file is bad input
-        raise InputError(path, f"not a readable checkpoint ({load_failure(exc)})") from None
+    checkpoint = load_torch_file(
+        path, missing="checkpoint not found", unreadable="not a readable checkpoint"
+    )
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
         raise InputError(path, f"format {found!r} is not {CHECKPOINT_FORMAT}")
@@ -189,14 +187,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
     return checkpoint
-
-
-def load_failure(exc: BaseException) -> str:
-    """Summarise why ``torch.load`` failed in one line (the unpickler's verdict if any)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    verdict = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    text = (verdict or lines or [type(exc).__name__])[0]
-    return text.split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
 
 
 def load_checkpoint(

@@ -23,13 +23,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
 from dsnet.errors import InputError
 from dsnet.models.attention import ATTENTIONS
 from dsnet.models.backbones import BACKBONES, build_backbone, imagenet_key_to_detector
+from dsnet.torchfile import load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -182,24 +182,22 @@ def _check_choice(argument: str, value: str, choices: Sequence[str]) -> None:
         )
 
 
+WEIGHTS_NOT_FOUND = (
+    "weights file not found (weights are never downloaded: pass a local checkpoint path)"
+)
+
+
 def _existing_file(path: str | PathLike[str]) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise InputError(
-            path,
-            "weights file not found (weights are never downloaded: pass a local checkpoint path)",
-        )
+        raise InputError(path, WEIGHTS_NOT_FOUND)
     return path
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse a user's file is bad input
-        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise InputError(
-            path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {first_line})"
-        ) from None
+    checkpoint = load_torch_file(
+        path, missing=WEIGHTS_NOT_FOUND, unreadable="not a readable PyTorch checkpoint"
+    )
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not (

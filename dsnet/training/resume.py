@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsnet.checkpoint import load_failure
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_path
+from dsnet.torchfile import load_torch_file
 
 RESUME_FORMAT = "dsnet-resume/1"
 
@@ -78,13 +78,11 @@ def load_resume_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         InputError: The file is missing, unreadable or not a dsnet resume state.
 
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no resume state to continue from (train once without --resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any failure to parse a user's file is bad input
-        raise InputError(path, f"unreadable resume state ({load_failure(exc)})") from None
+    state = load_torch_file(
+        path,
+        missing="no resume state to continue from (train once without --resume)",
+        unreadable="unreadable resume state",
+    )
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise InputError(path, f"not a dsnet resume state (expected format {RESUME_FORMAT})")
     return state
