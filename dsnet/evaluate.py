@@ -345,7 +345,7 @@ def evaluate(
 
     Args:
         model_path: ``model.pt`` (`dsnet.checkpoint`).
-        data_dir: The data dir (DESIGN.md data contract).
+        data_dir: The data dir (docs/data.md).
         split_path: ``split.json``; its ``test`` patients are evaluated.
         metrics_path: Destination ``metrics.json`` (written atomically).
         plots_dir: Folder for the plot files (`dsnet.metrics.plots`).

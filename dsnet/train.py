@@ -102,7 +102,7 @@ def train(
     """Train the detector on the training patients of a split.
 
     Args:
-        data_dir: A data dir (DESIGN.md data contract).
+        data_dir: A data dir (docs/data.md).
         split_path: ``split.json`` with the ``train`` patient ids.
         out_dir: Folder for ``model.pt``, ``last.ckpt`` and ``train_run.json``.
         params: Resolved parameters (sections ``preprocess``, ``model``, ``train``).

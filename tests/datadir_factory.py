@@ -1,4 +1,4 @@
-"""Tiny data dirs (the DESIGN.md data contract) built with pydicom for the data tests.
+"""Tiny data dirs (the data contract of docs/data.md) built with pydicom for the data tests.
 
 Each slice is a real CT Image Storage file derived from pydicom's ``CT_small.dcm`` header,
 with a simple phantom as pixel data: air, an elliptic soft-tissue body and a bright

@@ -11,7 +11,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -46,9 +45,13 @@ def _run_script(value: str) -> str:
     return re.sub(r"^(--mount=\S+\s+)+", "", value.strip())
 
 
-def _pyproject_torch_pins() -> list[str]:
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    return [d for d in dependencies if re.match(r"torch(vision)?\s*==", d)]
+LOCK = REPO / "requirements" / "pipeline.lock"
+
+
+def _lock_lines() -> list[str]:
+    """The requirement lines of the image's lock (comments dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in LOCK.read_text().splitlines())
+    return [line for line in lines if line]
 
 
 def test_two_stages_and_the_runtime_runs_dsnet_as_non_root():
@@ -79,7 +82,7 @@ def test_oci_labels_come_from_build_args():
     assert _parser(TORCH_VARIANT="cpu").labels["io.dsnet.torch-variant"] == "cpu"
 
 
-def test_install_steps_are_the_readmes_not_a_dependency_list():
+def test_install_steps_follow_the_lock_not_a_dependency_list():
     text = DOCKERFILE.read_text()
     assert "torch==" not in text and "torchvision==" not in text
     build, _ = _stages()
@@ -88,19 +91,34 @@ def test_install_steps_are_the_readmes_not_a_dependency_list():
         words = shlex.split(_run_script(value).replace(";;", " ; "), posix=True)
         for at, word in enumerate(words):
             if word == "pip" and words[at + 1] == "install":
-                installs.append(words[at + 2 :])
-    targets = [[w for w in args if not w.startswith("-")][0] for args in installs]
-    assert targets == ["$TORCH_INDEX_URL", ".[pipeline]"]
-    torch_install = installs[0]
-    assert torch_install[:3] == ["--index-url", "$TORCH_INDEX_URL", "-r"]
+                args = words[at + 2 :]
+                ends = [n for n, w in enumerate(args) if w in {"&&", "||", ";", "|"}]
+                installs.append(args[: ends[0]] if ends else args)
+    # CPU torch from its index, then the (variant's) lock, then dsnet itself without deps,
+    # so nothing but the lock decides a version.
+    assert installs == [
+        ["--index-url", "$TORCH_INDEX_URL", "-r", "torch.txt"],
+        ["--no-compile", "-r", "variant.lock"],
+        ["--no-deps", "--no-compile", "."],
+    ]
     assert _values(build, "ARG")[0] == "TORCH_VARIANT=cuda"
+    copied = " ".join(_values(build, "COPY"))
+    assert "requirements/pipeline.lock" in copied
 
 
-def _variant_branch(variant: str, index_url: str) -> subprocess.CompletedProcess:
+def _variant_branch(variant: str, index_url: str, workdir: Path) -> subprocess.CompletedProcess:
+    """Run the build stage's variant selection in `workdir`, laid out like the build's /src."""
+    (workdir / "requirements").mkdir(parents=True, exist_ok=True)
+    (workdir / "requirements" / "pipeline.lock").write_text(LOCK.read_text())
+    (workdir / "infra" / "docker").mkdir(parents=True, exist_ok=True)
+    (workdir / "infra" / "docker" / "torch_requirements.py").write_text(
+        TORCH_REQUIREMENTS.read_text()
+    )
     build, _ = _stages()
     (script,) = [_run_script(v) for v in _values(build, "RUN") if "TORCH_VARIANT" in v]
     return subprocess.run(
         ["sh", "-c", script],
+        cwd=workdir,
         env={"PATH": "/usr/bin:/bin", "TORCH_VARIANT": variant, "TORCH_INDEX_URL": index_url},
         capture_output=True,
         text=True,
@@ -109,33 +127,38 @@ def _variant_branch(variant: str, index_url: str) -> subprocess.CompletedProcess
     )
 
 
-def test_torch_variant_build_arg_selects_the_wheels():
-    cuda = _variant_branch("cuda", "")
+def test_torch_variant_build_arg_selects_the_wheels(tmp_path):
+    cuda = _variant_branch("cuda", "", tmp_path)
     assert cuda.returncode == 0 and "CUDA" in cuda.stdout
-    cpu_without_index = _variant_branch("cpu", "")
+    assert (tmp_path / "variant.lock").read_text() == LOCK.read_text()
+    cpu_without_index = _variant_branch("cpu", "", tmp_path / "cpu")
     assert cpu_without_index.returncode == 1
     assert "TORCH_INDEX_URL" in cpu_without_index.stderr
-    unknown = _variant_branch("rocm", "")
+    unknown = _variant_branch("rocm", "", tmp_path / "rocm")
     assert unknown.returncode == 1 and "must be cuda or cpu" in unknown.stderr
 
 
-def test_torch_requirements_are_read_from_pyproject(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(TORCH_REQUIREMENTS), str(REPO / "pyproject.toml")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.split("\n")[:2] == _pyproject_torch_pins()
-    assert len(_pyproject_torch_pins()) == 2
-    broken = tmp_path / "pyproject.toml"
-    broken.write_text('[project]\nname = "x"\ndependencies = ["numpy", "torchaudio==2.0"]\n')
-    missing = subprocess.run(
-        [sys.executable, str(TORCH_REQUIREMENTS), str(broken)],
+def _torch_requirements(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TORCH_REQUIREMENTS), *args],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_torch_requirements_are_read_from_the_lock(tmp_path):
+    lines = _lock_lines()
+    pins = _torch_requirements(str(LOCK)).stdout.split()
+    assert pins == [line for line in lines if re.match(r"torch(vision)?==", line)]
+    assert len(pins) == 2
+    cpu = _torch_requirements("--without-cuda", str(LOCK)).stdout.split()
+    dropped = set(lines) - set(cpu)
+    assert set(cpu) < set(lines) and pins[0] in cpu
+    assert dropped and all(re.match(r"(nvidia-|cuda-|triton==)", line) for line in dropped)
+    broken = tmp_path / "broken.lock"
+    broken.write_text("numpy==2.0.0\ntorchaudio==2.0\n")
+    missing = _torch_requirements(str(broken))
     assert missing.returncode == 1 and "torch, torchvision" in missing.stderr
 
 

@@ -17,7 +17,7 @@ from dsnet.cli.app import (
     resolve_params,
 )
 
-DataArg = Annotated[Path, typer.Argument(help="Data dir (DESIGN.md data contract).")]
+DataArg = Annotated[Path, typer.Argument(help="Data dir (docs/data.md).")]
 
 
 @app.command("split")

@@ -70,7 +70,7 @@ def synth_command(
 
 @app.command("preview")
 def preview_command(
-    data: Annotated[Path, typer.Argument(help="Data dir (DESIGN.md data contract).")],
+    data: Annotated[Path, typer.Argument(help="Data dir (docs/data.md).")],
     out: Annotated[Path, typer.Option("--out", help="PNG contact sheet to write.")],
     n: Annotated[int, typer.Option("--n", help="Number of slices on the sheet.")] = 12,
     seed: Annotated[int, typer.Option("--seed", help="Which slices are drawn.")] = 0,

@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md "data dir"): load a data dir and validate all of it at once.
+"""The data contract (docs/data.md): load a data dir and validate all of it at once.
 
 A data dir is ``dicom/<patient_id>/*.dcm`` (one axial CT slice per file), ``annotations.json``
 (COCO detection, with ``patient_id``/``vertebra`` on images and ``vertebra``/``t_score`` on

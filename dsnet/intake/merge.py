@@ -1,6 +1,6 @@
 """Merge a de-identified batch into the curated data dir without duplicating anything.
 
-The curated data dir is a data dir (DESIGN.md contract) plus two files that intake keeps:
+The curated data dir is a data dir (docs/data.md) plus two files that intake keeps:
 
 - ``sources.csv``: one row per DICOM file: ``file``, ``sop_instance_uid``,
   ``study_instance_uid``, ``sha256`` (of the de-identified file) and ``batch`` (the
