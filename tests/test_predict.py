@@ -16,9 +16,8 @@ import tiny
 import torch
 from datadir_factory import write_slice
 
-from dsnet.errors import InputError
-from dsnet.io import read_slice
-from dsnet.predict import (
+from dsnet.core.errors import InputError
+from dsnet.inference.predict import (
     FileResult,
     detect,
     model_input,
@@ -27,6 +26,7 @@ from dsnet.predict import (
     process_file,
     resolve_model,
 )
+from dsnet.io import read_slice
 
 CT_SMALL = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
 ALL_DETECTIONS = {"evaluate": {"decision_threshold": 0.0, "device": "cpu"}}

@@ -1,4 +1,4 @@
-"""dsnet.registry: gate, registration, review, promotion and rollback on a real MLflow store.
+"""dsnet.lifecycle.registry: gate, registration, review, promotion, rollback on a real MLflow store.
 
 Models are real dsnet checkpoints (a small MobileNetV3 detector, untrained); the metrics
 files are written by the tests, so that the gate sees chosen values.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from servers import free_port
 
-from dsnet.errors import InputError
-from dsnet.registry import (
+from dsnet.core.errors import InputError
+from dsnet.lifecycle.registry.register import (
     CHALLENGER,
     CHAMPION,
     GateFailedError,
@@ -71,7 +71,7 @@ def checkpoints(tmp_path_factory):
     """Five distinct real checkpoints (same small detector, different meta)."""
     import torch
 
-    from dsnet.checkpoint import build_model, model_config, save_checkpoint
+    from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
 
     torch.set_num_threads(1)  # shared 2-core machine: one thread per process
     torch.manual_seed(0)
@@ -134,7 +134,7 @@ def do_register(root: Path, checkpoint: Path, values, **overrides) -> dict:
 def _client():
     import mlflow
 
-    from dsnet.tracking import tracking_uri
+    from dsnet.lifecycle.tracking import tracking_uri
 
     return mlflow.MlflowClient(tracking_uri())
 
@@ -243,7 +243,7 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert len(client.search_model_versions("name = 'dsnet'")) == 1
 
     # the registered model gives back the very checkpoint that was registered
-    from dsnet.pyfunc import checkpoint_from_uri
+    from dsnet.lifecycle.pyfunc import checkpoint_from_uri
 
     local = checkpoint_from_uri("models:/dsnet@challenger")
     assert file_sha256(local) == file_sha256(checkpoints[0])
@@ -303,7 +303,7 @@ def test_champion_on_another_holdout_is_reevaluated_on_the_current_split(
 ):
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import split_patients, write_split
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     promote("dsnet", 1, "first reviewed model")
     data = registry_copy / "data" / "synthetic"
@@ -500,7 +500,7 @@ def test_lock_waits_for_the_holder_and_breaks_an_expired_lock(registry_copy):
 
 RACE = """
 import sys, time
-from dsnet.registry import promote
+from dsnet.lifecycle.registry.register import promote
 while time.time() < float(sys.argv[2]):
     time.sleep(0.005)
 print(promote("dsnet", int(sys.argv[1]), "race"))

@@ -3,7 +3,7 @@
 For each DICOM slice the benchmark alternates, `repeats` times after one untimed warm-up
 of each:
 
-- *end to end*: `dsnet.predict.process_file`, everything ``dsnet predict`` does for one
+- *end to end*: `dsnet.inference.predict.process_file`, everything ``dsnet predict`` does for one
   slice (read and decode the DICOM, HU, resample and window, detector forward, map boxes
   back, trabecular HU per box, overlay PNG, JSON), writing into a scratch folder;
 - *forward*: the detector alone on the same, already prepared input tensor.
@@ -24,7 +24,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 TARGET_RATIO = 1.3
 
@@ -88,7 +88,7 @@ class PredictBench:
 def _forward_seconds(model: Any, image: Any, device: Any) -> float:
     import torch
 
-    from dsnet.evaluate import synchronize
+    from dsnet.evaluation.evaluate import synchronize
 
     tensor = image.to(device)
     synchronize(device)
@@ -121,15 +121,15 @@ def bench_predict(
             a bad model.
 
     """
-    from dsnet.evaluate import device_description, synchronize
-    from dsnet.io import read_slice
-    from dsnet.predict import (
+    from dsnet.evaluation.evaluate import device_description, synchronize
+    from dsnet.inference.predict import (
         inference_settings,
         load_detector,
         model_input,
         process_file,
         resolve_model,
     )
+    from dsnet.io import read_slice
     from dsnet.training.device import select_device
 
     if not files:

@@ -11,7 +11,7 @@ import os
 import sys
 
 from dsnet.cli.app import app
-from dsnet.errors import DataValidationError, InputError
+from dsnet.core.errors import DataValidationError, InputError
 
 COMMAND_MODULES = ("synth", "data", "models", "train", "lifecycle", "pipeline", "intake")
 

@@ -35,7 +35,7 @@ def split_command(
     overrides: SetOption = None,
 ) -> None:
     """Split patients (never slices) into train and test, stratified by diagnosis."""
-    from dsnet.config import section
+    from dsnet.core.config import section
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import describe_split, read_split, split_patients, write_split
 
@@ -65,7 +65,7 @@ def ingest_command(
 
     The key comes from --key, --key-file or env DSNET_DEID_KEY (in that order).
     """
-    from dsnet.data.ingest import REPORT_FILE, ingest, resolve_key
+    from dsnet.ingest.sources import REPORT_FILE, ingest, resolve_key
 
     report = ingest(src, out, resolve_key(key, key_file))
     summary = report.to_json()["summary"]
@@ -96,7 +96,7 @@ def bench_loader_command(
     from rich.table import Table
 
     from dsnet.bench.loader import bench_loader
-    from dsnet.config import section
+    from dsnet.core.config import section
     from dsnet.data.contract import load_data_dir
 
     torch.set_num_threads(1)

@@ -33,7 +33,7 @@ def register(
     """Gate a trained model and register it as the new challenger if it passes."""
     from rich.console import Console
 
-    from dsnet.registry import register as register_model
+    from dsnet.lifecycle.registry.register import register as register_model
 
     receipt = register_model(
         model, metrics, resolve_params(params, overrides), out, strict, data, split
@@ -48,7 +48,7 @@ def list_command(name: NameOption = None, params: ParamsOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dsnet.registry import list_versions
+    from dsnet.lifecycle.registry.register import list_versions
 
     name = name or _default_name(params)
     table = Table(title=f"registered model {name}")
@@ -88,7 +88,7 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from dsnet.registry import compare as compare_versions
+    from dsnet.lifecycle.registry.register import compare as compare_versions
 
     result = compare_versions(name or _default_name(params), a, b)
     console = Console()
@@ -119,7 +119,7 @@ def promote(
     """Move the champion alias to a reviewed version."""
     from rich.console import Console
 
-    from dsnet.registry import promote as promote_version
+    from dsnet.lifecycle.registry.register import promote as promote_version
 
     margin = float(_register_settings(params).get("champion_margin", 0.02))
     event = promote_version(name or _default_name(params), version, reason, force, margin)
@@ -139,7 +139,7 @@ def rollback(
     """Return the champion alias to the previous champion."""
     from rich.console import Console
 
-    from dsnet.registry import rollback as rollback_champion
+    from dsnet.lifecycle.registry.register import rollback as rollback_champion
 
     event = rollback_champion(name or _default_name(params), reason)
     Console().print(f"champion -> v{event['version']} (rolled back from v{event['previous']})")
@@ -147,7 +147,7 @@ def rollback(
 
 def _register_settings(params: list[Path] | None) -> dict[str, Any]:
     """The ``register`` params; review commands also work where there is no params.yaml."""
-    from dsnet.config import DEFAULT_PARAMS, section
+    from dsnet.core.config import DEFAULT_PARAMS, section
 
     if params is None and not DEFAULT_PARAMS.is_file():
         return {}

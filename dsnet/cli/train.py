@@ -33,7 +33,7 @@ def train_command(
     Reads params sections preprocess, model and train. Run under
     ``torchrun --nproc_per_node N -m dsnet train ...`` for DistributedDataParallel.
     """
-    from dsnet.train import train
+    from dsnet.training.train import train
 
     train(data, split, out, resolve_params(params, overrides), resume=resume, plots_dir=plots_dir)
 
@@ -43,7 +43,7 @@ def train_command(
 
 def _params_if_present(files: list[Path] | None, overrides: list[str] | None) -> dict:
     """Like `resolve_params`, but without -p and without ./params.yaml give only the -S values."""
-    from dsnet.config import DEFAULT_PARAMS, apply_override
+    from dsnet.core.config import DEFAULT_PARAMS, apply_override
 
     if files or DEFAULT_PARAMS.is_file():
         return resolve_params(files, overrides)
@@ -71,7 +71,7 @@ def evaluate_command(
 
     Reads params sections preprocess and evaluate. Definitions: docs/metrics.md.
     """
-    from dsnet.evaluate import evaluate
+    from dsnet.evaluation.evaluate import evaluate
 
     m = evaluate(model, data, split, metrics, plots_dir, resolve_params(params, overrides))
 
@@ -103,7 +103,7 @@ def predict_command(
     """
     import sys
 
-    from dsnet.predict import predict
+    from dsnet.inference.predict import predict
 
     summary = predict(paths, model, out, _params_if_present(params, overrides))
     for failed in summary.failed:
@@ -135,7 +135,7 @@ def ablate_command(
     overrides: SetOption = None,
 ) -> None:
     """Train and evaluate the paper's Table 1-2 configurations under identical settings."""
-    from dsnet.ablate import ablate
+    from dsnet.evaluation.ablate import ablate
 
     names = [n.strip() for item in configs or () for n in item.split(",") if n.strip()]
     rows = ablate(data, split, out, resolve_params(params, overrides), names or None, resume)
@@ -156,7 +156,7 @@ def bench_predict_command(
     from rich.table import Table
 
     from dsnet.bench.predict import TARGET_RATIO, bench_predict
-    from dsnet.fsutil import atomic_write_json
+    from dsnet.core.fsutil import atomic_write_json
 
     result = bench_predict(model, dicom, repeats, _params_if_present(params, overrides))
     table = Table(title=f"dsnet predict per slice vs model forward ({result.device})")

@@ -30,8 +30,8 @@ from typing import Any
 
 import pydicom
 
+from dsnet.core.errors import DataValidationError, InputError
 from dsnet.data.classes import CATEGORIES, patient_diagnosis, who_class
-from dsnet.errors import DataValidationError, InputError
 
 VERTEBRAE = ("L1", "L2", "L3", "L4")
 DXA_COLUMNS = ("patient_id", "vertebra", "t_score")

@@ -1,4 +1,4 @@
-"""Building blocks of the training step (`dsnet.train.train`).
+"""Building blocks of the training step (`dsnet.training.train.train`).
 
 ``device`` picks the device and CPU threads, ``distributed`` wraps torchrun/DDP,
 ``optim`` builds SGD and the warm-up + multistep schedule, ``data`` the loaders,

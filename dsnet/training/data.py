@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.training.distributed import DistContext
 
 

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

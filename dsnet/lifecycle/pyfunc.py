@@ -1,0 +1,324 @@
+"""DSNet as an MLflow pyfunc model, and getting a checkpoint back from a model URI.
+
+The pyfunc wraps a ``dsnet-checkpoint/1`` file (the artifact ``checkpoint``) and the
+``dsnet`` package itself (``code_paths``), so ``mlflow.pyfunc.load_model(
+"models:/dsnet@champion")`` works in a fresh process with the pinned requirements.
+
+Input: a DataFrame with one row per CT slice, either
+
+- ``path``: a DICOM file readable by `dsnet.io.read_slice`, or
+- ``hu``: a 2-D array (list of rows) of Hounsfield units with ``spacing``: ``[row, col]``
+  pixel spacing in mm, and optionally ``file``: a name for the slice.
+
+Output: the detections table, one row per detection (slices without detections add no
+row), sorted per slice by descending score::
+
+    file (str) | x1 | y1 | x2 | y2 (float, original pixel-edge coordinates, x = column)
+    | label (normal | osteopenia | osteoporosis) | score (float in [0, 1])
+
+Prediction goes through `dsnet.inference.predict` (`load_detector`, `model_input`, `detect`), the
+same code as ``dsnet predict`` and ``dsnet evaluate``. The inference parameter
+``score_threshold`` (default ``evaluate.decision_threshold``) drops weaker detections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from dsnet.core.errors import InputError
+from dsnet.core.fsutil import atomic_dir
+
+ARTIFACT_KEY = "checkpoint"
+MODEL_NAME_IN_RUN = "model"
+OUTPUT_COLUMNS = ("file", "x1", "y1", "x2", "y2", "label", "score")
+REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-rle",
+    "pillow",
+    "matplotlib",
+    "pyyaml",
+)
+"""Distributions the pyfunc needs at inference, pinned to the versions installed here."""
+CACHE_ENV = "DSNET_MODEL_CACHE"
+
+
+class DSNetPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc around a DSNet checkpoint (see the module docstring for I/O)."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the detector from the ``checkpoint`` artifact (CUDA if available, else CPU)."""
+        from dsnet.inference.predict import load_detector
+        from dsnet.training.device import select_device
+
+        config = dict(context.model_config or {})
+        self.threshold = float(config.get("decision_threshold", 0.5))
+        self.device = select_device(config.get("device", "auto"))
+        self.detector, self.checkpoint = load_detector(
+            context.artifacts[ARTIFACT_KEY], self.device, 0.0
+        )
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - untyped for MLflow
+        """Detect and grade the vertebral bodies of every slice in `model_input`.
+
+        Args:
+            context: The MLflow context (unused after loading).
+            model_input: DataFrame with ``path``, or ``hu`` + ``spacing`` (+ ``file``).
+            params: ``{"score_threshold": float}`` overriding the logged default.
+
+        Returns:
+            DataFrame with columns ``file, x1, y1, x2, y2, label, score``.
+
+        """
+        import pandas as pd
+
+        from dsnet.data.classes import CLASS_NAMES
+        from dsnet.inference.predict import detect
+        from dsnet.inference.predict import model_input as to_input
+
+        requested = (params or {}).get("score_threshold")
+        threshold = self.threshold if requested is None else float(requested)
+        rows = []
+        for index, row in enumerate(model_input.to_dict("records")):
+            ct = slice_from_row(row, index)
+            image, scale = to_input(ct, self.checkpoint["preprocess"])
+            found = detect(self.detector, image, scale, ct.hu.shape, self.device)
+            for box, label, score in zip(found.boxes, found.labels, found.scores, strict=True):
+                if score < threshold:
+                    continue
+                name = CLASS_NAMES.get(int(label), str(int(label)))
+                rows.append((str(ct.path), *(float(v) for v in box), name, float(score)))
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+
+
+def slice_from_row(row: Mapping[str, Any], index: int) -> Any:
+    """Turn one input row into a `dsnet.io.CTSlice` (read from ``path`` or built from ``hu``).
+
+    Raises:
+        InputError: Neither a usable ``path`` nor an ``hu`` array with ``spacing``.
+
+    """
+    import numpy as np
+
+    from dsnet.io import CTSlice, read_slice
+
+    path = row.get("path")
+    if isinstance(path, str) and path:
+        return read_slice(path)
+    hu = row.get("hu")
+    name = row.get("file") if isinstance(row.get("file"), str) else f"row-{index}"
+    if hu is None:
+        raise InputError(name, "row has neither 'path' nor 'hu'")
+    hu = np.asarray([np.asarray(r, dtype=np.float32) for r in hu], dtype=np.float32)
+    spacing = row.get("spacing")
+    if hu.ndim != 2 or spacing is None or len(spacing) != 2:
+        raise InputError(name, "'hu' must be a 2-D array with 'spacing' [row_mm, col_mm]")
+    return CTSlice(
+        path=Path(name),
+        hu=hu,
+        spacing=(float(spacing[0]), float(spacing[1])),
+        position=None,
+        orientation=None,
+        patient_id="",
+        study_uid="",
+        series_uid="",
+        sop_uid="",
+        instance_number=None,
+        meta={},
+    )
+
+
+def signature() -> Any:
+    """Describe the I/O: optional ``path`` / ``hu`` + ``spacing`` + ``file`` in, detections out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("string", "path", required=False),
+            ColSpec(Array(Array("double")), "hu", required=False),
+            ColSpec(Array("double"), "spacing", required=False),
+            ColSpec("string", "file", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", "file")]
+        + [ColSpec("double", c) for c in ("x1", "y1", "x2", "y2")]
+        + [ColSpec("string", "label"), ColSpec("double", "score")]
+    )
+    params = ParamSchema([ParamSpec("score_threshold", "double", None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example() -> Any:
+    """Return a real CT slice as an HU-array row: pydicom's ``CT_small.dcm`` (128 x 128)."""
+    import pandas as pd
+    from pydicom.data import get_testdata_file
+
+    from dsnet.io import read_slice
+
+    ct = read_slice(get_testdata_file("CT_small.dcm"))
+    hu = [[float(v) for v in r] for r in ct.hu.round(1)]
+    return pd.DataFrame({"hu": [hu], "spacing": [list(ct.spacing)], "file": ["CT_small.dcm"]})
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements: each of `REQUIREMENTS` at the version installed here."""
+    pinned = []
+    for name in REQUIREMENTS:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pinned
+
+
+def _package_copy(scratch: Path) -> Path:
+    """Copy the ``dsnet`` package (without caches) for ``code_paths``."""
+    import dsnet
+
+    target = scratch / "dsnet"
+    shutil.copytree(
+        Path(dsnet.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return target
+
+
+def log_pyfunc(
+    model_path: str | os.PathLike[str],
+    run_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
+    """Log the pyfunc model of a checkpoint into run `run_id` (or a new ``register`` run).
+
+    Args:
+        model_path: The ``model.pt`` checkpoint.
+        run_id: The training run to attach the model to; ``None`` starts a new run.
+        params: Parameters (``evaluate.decision_threshold``, ``evaluate.device``).
+
+    Returns:
+        MLflow's ``ModelInfo`` (``model_uri``, ``model_id``, ``run_id``).
+
+    """
+    import mlflow
+
+    from dsnet.inference.predict import inference_settings
+    from dsnet.lifecycle.tracking import (
+        configure_mlflow,
+        ensure_artifact_credentials,
+        ensure_experiment,
+    )
+
+    configure_mlflow()
+    settings = inference_settings(params)
+    config = {"decision_threshold": settings["threshold"], "device": settings["device"]}
+    if run_id is None:
+        active = mlflow.start_run(experiment_id=ensure_experiment(), run_name="register")
+    else:
+        run = mlflow.MlflowClient().get_run(run_id)
+        ensure_artifact_credentials(mlflow.get_experiment(run.info.experiment_id).artifact_location)
+        active = mlflow.start_run(run_id=run_id)
+    with active, tempfile.TemporaryDirectory(prefix="dsnet-pyfunc-") as scratch:
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=DSNetPyfunc(),
+            artifacts={ARTIFACT_KEY: str(Path(model_path).resolve())},
+            code_paths=[str(_package_copy(Path(scratch)))],
+            signature=signature(),
+            input_example=input_example(),
+            pip_requirements=pip_requirements(),
+            model_config=config,
+        )
+
+
+def checkpoint_model_config(model_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the ``model`` entry (backbone, attention, ...) of a checkpoint."""
+    from dsnet.models.checkpoint import read_checkpoint
+
+    return dict(read_checkpoint(model_path)["model"])
+
+
+def checkpoint_from_uri(uri: str) -> Path:
+    """Return the local ``model.pt`` of a logged or registered pyfunc model.
+
+    Args:
+        uri: ``models:/dsnet@champion``, ``models:/dsnet/3``, ``models:/m-<id>``,
+            ``runs:/<run_id>/model``, any artifact URI of the model folder, or a local
+            folder of a downloaded model.
+
+    Returns:
+        The checkpoint inside a local copy of the model, cached under
+        ``$DSNET_MODEL_CACHE`` (default ``~/.cache/dsnet/models``) by resolved source.
+
+    Raises:
+        InputError: Unknown model, version or alias, or no checkpoint in the model.
+
+    """
+    local = Path(uri)
+    if local.is_dir():
+        return _find_checkpoint(local, uri)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from dsnet.lifecycle.tracking import configure_mlflow, tracking_uri
+
+    configure_mlflow()
+    source = _resolve_source(uri)
+    key = hashlib.sha256(f"{tracking_uri()}|{source}".encode()).hexdigest()[:20]
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dsnet" / "models") / key
+    if not cache.is_dir():
+        try:
+            with atomic_dir(cache) as scratch:
+                mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(scratch))
+        except MlflowException as exc:
+            raise InputError(uri, f"cannot download the model ({exc.message})") from None
+    return _find_checkpoint(cache, uri)
+
+
+def _resolve_source(uri: str) -> str:
+    """Resolve a registry URI (alias or version) to the version's download URI."""
+    if not uri.startswith("models:/") or uri.startswith("models:/m-"):
+        return uri
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name_and_ref = uri.removeprefix("models:/").rstrip("/")
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in name_and_ref:
+            name, alias = name_and_ref.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = name_and_ref.rpartition("/")
+            version = client.get_model_version(name, number)
+    except MlflowException as exc:
+        raise InputError(uri, f"no such registered model version ({exc.message})") from None
+    return (
+        f"models:/{version.name}/{version.version}"
+        if not version.model_id
+        else (f"models:/{version.model_id}")
+    )
+
+
+def _find_checkpoint(folder: Path, uri: str) -> Path:
+    found = sorted((folder / "artifacts").glob("*.pt")) or sorted(folder.rglob("*.pt"))
+    if not found:
+        raise InputError(uri, "the model holds no dsnet checkpoint (*.pt) artifact")
+    return found[0]
