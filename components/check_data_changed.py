@@ -28,9 +28,9 @@ def check_data_changed(
     """
     from dsnet.core.config import load_params
     from dsnet.core.fsutil import atomic_write_text
-    from dsnet.lifecycle.tracking import data_version
     from dsnet.platform.retraining import decision_markdown, retraining_decision
     from dsnet.platform.services import use_services
+    from dsnet.tracking.runs import data_version
 
     use_services(mlflow_tracking_uri)
     verdict = retraining_decision(data_version(data.path), load_params([params.path]), force)

@@ -14,8 +14,8 @@ def synth_data(params: Input[Artifact], data: Output[Dataset]):
         data: The data dir; metadata data_version is its DVC hash.
     """
     from dsnet.core.config import load_params, section
-    from dsnet.lifecycle.tracking import data_version
     from dsnet.synth.generate import synthesize
+    from dsnet.tracking.runs import data_version
 
     knobs = section(load_params([params.path]), "synth")
     summary = synthesize(

@@ -108,7 +108,7 @@ def test_unknown_knob_is_an_input_error(tmp_path):
 
 
 def test_resolve_params_component_writes_yaml_and_its_params_hash(tmp_path, params):
-    from dsnet.lifecycle.tracking import lineage_tags
+    from dsnet.tracking.runs import lineage_tags
 
     base = tmp_path / "params.yaml"
     base.write_text(yaml.safe_dump(params))
@@ -138,7 +138,7 @@ def test_use_services_sets_clients_environment(monkeypatch):
 
 
 def test_synth_data_component_records_the_dvc_hash(tmp_path):
-    from dsnet.lifecycle.tracking import data_version
+    from dsnet.tracking.runs import data_version
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text("synth: {patients: 2, seed: 5, slices_per_vertebra: 1}\n")
@@ -215,7 +215,7 @@ def test_fetch_data_names_a_bad_revision_or_path(
 def _register_version(name: str, data_version: str, alias: str | None) -> str:
     import mlflow
 
-    from dsnet.lifecycle.tracking import configure_mlflow, ensure_experiment
+    from dsnet.tracking.runs import configure_mlflow, ensure_experiment
 
     configure_mlflow()
     client = mlflow.MlflowClient()

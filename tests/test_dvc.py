@@ -25,13 +25,13 @@ STEP_MODULES = {
 # imported by a step but without influence on its outputs (documented in dvc.yaml)
 NOT_DEPS = {
     "train": {
-        "dsnet/lifecycle/tracking.py",
-        "dsnet/lifecycle/pyfunc.py",
+        "dsnet/tracking/runs.py",
+        "dsnet/inference/pyfunc.py",
         "dsnet/inference/overlays.py",
     },
     "evaluate": {
-        "dsnet/lifecycle/tracking.py",
-        "dsnet/lifecycle/pyfunc.py",
+        "dsnet/tracking/runs.py",
+        "dsnet/inference/pyfunc.py",
         "dsnet/inference/overlays.py",
     },
     "register": {"dsnet/inference/overlays.py"},

@@ -72,7 +72,7 @@ def expected_hu_baseline_acc(data, patients, thresholds=(160, 110)):
 @pytest.fixture(scope="module")
 def evaluated(tiny_set, untrained_checkpoint, tmp_path_factory):
     """One evaluation of the untrained model, with a training run recorded beside it."""
-    from dsnet.lifecycle.tracking import start_run
+    from dsnet.tracking.runs import start_run
 
     data, split_path, _ = tiny_set
     root = tmp_path_factory.mktemp("evaluated")

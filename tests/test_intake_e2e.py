@@ -31,8 +31,8 @@ from dsnet.data.contract import load_data_dir
 from dsnet.ingest.intake import intake
 from dsnet.ingest.intake.versioning import DataRepo, VersioningError
 from dsnet.io.deid import pseudonym
-from dsnet.lifecycle.tracking import data_version
 from dsnet.synth.generate import synthesize
+from dsnet.tracking.runs import data_version
 
 SLICES = 12  # 3 patients x 4 vertebrae x 1 slice
 
@@ -267,7 +267,7 @@ def test_a_run_killed_mid_push_is_rolled_back_by_the_next_run(world):
 def test_the_intake_run_is_logged_to_mlflow(world, local_mlflow):
     import mlflow
 
-    from dsnet.lifecycle.tracking import tracking_uri
+    from dsnet.tracking.runs import tracking_uri
 
     deliver(world, world.batches / "first", "b1")
     result = intake(world.inbox, world.repo, key=KEY)

@@ -22,7 +22,7 @@ from project_copy import TINY, checked, commit, project_copy, run, tree_bytes, u
 from servers import ACCESS_KEY, SECRET_KEY, mlflow_tracking_server
 
 from dsnet.core.config import deep_merge, params_hash
-from dsnet.lifecycle.pyfunc import OUTPUT_COLUMNS
+from dsnet.inference.pyfunc import OUTPUT_COLUMNS
 
 # tiny models learn nothing in one epoch: these thresholds let the gate pass on purpose
 PERMISSIVE = {

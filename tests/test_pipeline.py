@@ -514,8 +514,8 @@ def test_local_run_ends_early_when_the_champion_was_trained_on_this_data(
     """The fast local run: compiled YAML, kfp.local, conditions, a real MLflow registry."""
     import mlflow
 
-    from dsnet.lifecycle.tracking import data_version
     from dsnet.synth.generate import synthesize
+    from dsnet.tracking.runs import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, _ = local_workdir(tmp_path, model_name)
@@ -543,7 +543,7 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     import mlflow
 
     from dsnet.lifecycle.registry.register import promote
-    from dsnet.lifecycle.tracking import data_version
+    from dsnet.tracking.runs import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, head = local_workdir(tmp_path, model_name)

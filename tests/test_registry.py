@@ -134,7 +134,7 @@ def do_register(root: Path, checkpoint: Path, values, **overrides) -> dict:
 def _client():
     import mlflow
 
-    from dsnet.lifecycle.tracking import tracking_uri
+    from dsnet.tracking.runs import tracking_uri
 
     return mlflow.MlflowClient(tracking_uri())
 
@@ -243,7 +243,7 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert len(client.search_model_versions("name = 'dsnet'")) == 1
 
     # the registered model gives back the very checkpoint that was registered
-    from dsnet.lifecycle.pyfunc import checkpoint_from_uri
+    from dsnet.inference.pyfunc import checkpoint_from_uri
 
     local = checkpoint_from_uri("models:/dsnet@challenger")
     assert file_sha256(local) == file_sha256(checkpoints[0])

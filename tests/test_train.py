@@ -17,16 +17,16 @@ import torch
 from datadir_factory import make_data_dir
 
 from dsnet.core.config import load_params
-from dsnet.core.errors import InputError
-from dsnet.data.contract import load_data_dir
-from dsnet.data.split import split_patients, write_split
-from dsnet.models.checkpoint import build_model, load_checkpoint
-from dsnet.training.device import (
+from dsnet.core.device import (
     autocast_dtype,
     configure_threads,
     native_cpu_bf16,
     select_device,
 )
+from dsnet.core.errors import InputError
+from dsnet.data.contract import load_data_dir
+from dsnet.data.split import split_patients, write_split
+from dsnet.models.checkpoint import build_model, load_checkpoint
 from dsnet.training.history import CSV_COLUMNS
 from dsnet.training.optim import WarmupMultiStep, build_optimizer, build_scheduler
 from dsnet.training.train import train

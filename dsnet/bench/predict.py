@@ -121,6 +121,7 @@ def bench_predict(
             a bad model.
 
     """
+    from dsnet.core.device import select_device
     from dsnet.evaluation.evaluate import device_description, synchronize
     from dsnet.inference.predict import (
         inference_settings,
@@ -130,7 +131,6 @@ def bench_predict(
         resolve_model,
     )
     from dsnet.io import read_slice
-    from dsnet.training.device import select_device
 
     if not files:
         raise InputError("DICOM", "no files given")

@@ -15,7 +15,7 @@ every slice of the split's test patients and writes ``metrics.json``:
 
 Plots (PR curves, confusion matrix, training loss) go to `plots_dir`. When a
 ``train_run.json`` with a ``run_id`` sits beside the model, the metrics and plots are
-also logged to that MLflow run through `dsnet.lifecycle.tracking`.
+also logged to that MLflow run through `dsnet.tracking.runs`.
 """
 
 from __future__ import annotations
@@ -365,11 +365,11 @@ def evaluate(
             patients have no slices in the data dir.
 
     """
+    from dsnet.core.device import select_device
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import read_split
     from dsnet.evaluation.plots import write_confusion, write_loss_curve, write_pr_curves
     from dsnet.inference.predict import load_detector
-    from dsnet.training.device import select_device
 
     cfg = section(params, "evaluate")
     model_path, plots_dir = Path(model_path), Path(plots_dir)
@@ -423,7 +423,7 @@ def _log_to_training_run(
     run_id = train_run_id(model_path)
     if run_id is None:
         return
-    from dsnet.lifecycle.tracking import start_run
+    from dsnet.tracking.runs import start_run
 
     with start_run(step="evaluate", run_id=run_id) as run:
         run.log_metrics(metrics)

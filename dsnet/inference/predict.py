@@ -114,12 +114,12 @@ def resolve_model(model: str | PathLike[str]) -> Path:
         The local checkpoint path.
 
     Raises:
-        InputError: The file does not exist (URIs raise from `dsnet.lifecycle.pyfunc`).
+        InputError: The file does not exist (URIs raise from `dsnet.inference.pyfunc`).
 
     """
     text = str(model)
     if text.startswith(MODEL_URI_SCHEMES) or Path(text).is_dir():
-        from dsnet.lifecycle.pyfunc import checkpoint_from_uri
+        from dsnet.inference.pyfunc import checkpoint_from_uri
 
         return Path(checkpoint_from_uri(text))
     path = Path(text)
@@ -454,8 +454,8 @@ def predict(
         InputError: The model cannot be found or loaded, or `paths` is empty.
 
     """
+    from dsnet.core.device import select_device
     from dsnet.inference.overlays import write_report
-    from dsnet.training.device import select_device
 
     if not paths:
         raise InputError("PATH", "no input files or folders given")

@@ -47,7 +47,7 @@ def fetch_dvc_data(
     from scmrepo.exceptions import SCMError
 
     from dsnet.data.contract import load_data_dir
-    from dsnet.lifecycle.tracking import data_version
+    from dsnet.tracking.runs import data_version
 
     source = f"{url}@{revision or 'default branch'}"
     remote_config = {"endpointurl": endpoint_url} if endpoint_url else None

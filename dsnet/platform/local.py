@@ -133,7 +133,7 @@ def local_defaults() -> dict[str, str]:
     ``s3_endpoint_url``: ``MLFLOW_S3_ENDPOINT_URL`` or empty.
     """
     from dsnet.core.config import DEFAULT_PARAMS
-    from dsnet.lifecycle.tracking import tracking_uri
+    from dsnet.tracking.runs import tracking_uri
 
     return {
         "params_file": str(DEFAULT_PARAMS.resolve()),

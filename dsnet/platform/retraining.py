@@ -17,7 +17,7 @@ def retraining_decision(
     """Decide whether to train on data `data_version`.
 
     Args:
-        data_version: DVC hash of the fetched data dir (`dsnet.lifecycle.tracking.data_version`).
+        data_version: DVC hash of the fetched data dir (`dsnet.tracking.runs.data_version`).
         params: Resolved parameters (``register.model_name``).
         force: Train even when the data did not change (new code, new parameters).
 
@@ -30,7 +30,7 @@ def retraining_decision(
 
     """
     from dsnet.lifecycle.registry.register import CHAMPION, alias_version, client, model_name
-    from dsnet.lifecycle.tracking import tracking_enabled
+    from dsnet.tracking.runs import tracking_enabled
 
     name = model_name(params)
     decision: dict[str, Any] = {

@@ -116,10 +116,10 @@ def write_run_params(params: Mapping[str, Any], path: str | os.PathLike[str]) ->
 
     Returns:
         Their ``params_hash`` as the model version tag has it (every section but the gate
-        thresholds, see `dsnet.lifecycle.tracking.lineage_tags`).
+        thresholds, see `dsnet.tracking.runs.lineage_tags`).
 
     """
-    from dsnet.lifecycle.tracking import NON_MODEL_SECTIONS
+    from dsnet.tracking.runs import NON_MODEL_SECTIONS
 
     atomic_write_text(Path(path), yaml.safe_dump(dict(params), sort_keys=False))
     return params_hash(params, [name for name in params if name not in NON_MODEL_SECTIONS])

@@ -2,7 +2,7 @@
 
 KFP passes service addresses as run parameters (they differ between clusters), while the
 credentials arrive as environment variables from Kubernetes Secrets. A component calls
-:func:`use_services` first, so `dsnet.lifecycle.tracking`, boto3 and DVC see one consistent setup.
+:func:`use_services` first, so `dsnet.tracking.runs`, boto3 and DVC see one consistent setup.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ patients of the split, and writes (rank 0 only, each file atomically):
 
 It runs on one CPU/GPU, or on several processes with DistributedDataParallel when
 started by ``torchrun`` (see `dsnet.training.distributed`). Per-epoch metrics go to the
-MLflow run opened through `dsnet.lifecycle.tracking`.
+MLflow run opened through `dsnet.tracking.runs`.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ import torch
 
 from dsnet import __version__
 from dsnet.core.config import section
-from dsnet.core.errors import InputError
-from dsnet.core.fsutil import atomic_write_json
-from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
-from dsnet.training import distributed
-from dsnet.training.data import build_train_loader
-from dsnet.training.device import (
+from dsnet.core.device import (
     autocast_dtype,
     configure_backends,
     configure_threads,
     select_device,
 )
+from dsnet.core.errors import InputError
+from dsnet.core.fsutil import atomic_write_json
+from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
+from dsnet.training import distributed
+from dsnet.training.data import build_train_loader
 from dsnet.training.distributed import DistContext
 from dsnet.training.history import write_loss_csv
 from dsnet.training.loop import TrainingDivergedError, train_one_epoch
@@ -306,7 +306,7 @@ def _output_paths(out_dir: Path, plots_dir: Path) -> dict[str, Path]:
 
 
 def _lineage(data_dir: Path, params: Mapping[str, Any]) -> dict[str, str]:
-    from dsnet.lifecycle.tracking import lineage_tags
+    from dsnet.tracking.runs import lineage_tags
 
     return lineage_tags(data_dir, params)
 
@@ -316,7 +316,7 @@ def _tracker(
     ctx: DistContext, params: Mapping[str, Any], tags: Mapping[str, str], run_id: str | None
 ) -> Iterator[Any]:
     """Open the MLflow run of this training on rank 0; other ranks get a no-op tracker."""
-    from dsnet.lifecycle.tracking import NullTracker, start_run
+    from dsnet.tracking.runs import NullTracker, start_run
 
     if not ctx.is_main:
         yield NullTracker()

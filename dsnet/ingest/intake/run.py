@@ -164,7 +164,7 @@ def intake(
             and the batch is still in the inbox (retry).
 
     """
-    from dsnet.lifecycle.tracking import start_run
+    from dsnet.tracking.runs import start_run
 
     key = resolve_key(key)
     repo = DataRepo(data_repo, data_dir)

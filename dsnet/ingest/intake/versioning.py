@@ -2,7 +2,7 @@
 
 The *data repository* is a git work tree with DVC initialised; the curated data dir
 lives inside it, tracked by ``<data-dir>.dvc``. A data version is the DVC hash of the
-data dir (``<md5>.dir``, the value `dsnet.lifecycle.tracking.data_version` computes), recorded in
+data dir (``<md5>.dir``, the value `dsnet.tracking.runs.data_version` computes), recorded in
 one commit tagged ``data-v<N>``.
 
 Tools. DVC runs in process through its Python API, ``dvc.repo.Repo.add / push / pull``
@@ -49,7 +49,7 @@ import yaml
 
 from dsnet.core.errors import DsnetError, InputError
 from dsnet.core.fsutil import atomic_write_json
-from dsnet.lifecycle.tracking import data_version
+from dsnet.tracking.runs import data_version
 
 if TYPE_CHECKING:
     from dvc.repo import Repo

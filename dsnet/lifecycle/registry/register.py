@@ -218,7 +218,7 @@ def client() -> Any:
     """Return an ``MlflowClient`` on the configured tracking/registry URI."""
     import mlflow
 
-    from dsnet.lifecycle.tracking import configure_mlflow
+    from dsnet.tracking.runs import configure_mlflow
 
     configure_mlflow()
     return mlflow.MlflowClient()
@@ -372,7 +372,7 @@ def register(
         GateFailedError: `strict` and the gate failed (the receipt is written first).
 
     """
-    from dsnet.lifecycle.tracking import lineage_tags, tracking_enabled
+    from dsnet.tracking.runs import lineage_tags, tracking_enabled
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -440,7 +440,7 @@ def read_train_run(model_path: Path) -> str | None:
 
 def run_lineage(mlflow_client: Any, run_id: str | None) -> dict[str, str] | None:
     """Return the lineage tags recorded on the training run, when all are present."""
-    from dsnet.lifecycle.tracking import LINEAGE_KEYS
+    from dsnet.tracking.runs import LINEAGE_KEYS
 
     if run_id is None:
         return None
@@ -498,7 +498,7 @@ def reevaluate(
 ) -> dict[str, Any]:
     """Evaluate registered version `version` of `name` on the current test split."""
     from dsnet.evaluation.evaluate import evaluate
-    from dsnet.lifecycle.pyfunc import checkpoint_from_uri
+    from dsnet.inference.pyfunc import checkpoint_from_uri
 
     checkpoint = checkpoint_from_uri(f"models:/{name}/{version}")
     with tempfile.TemporaryDirectory(prefix="dsnet-reeval-") as scratch:
@@ -572,7 +572,7 @@ def register_version(
         ``run_id`` and ``reason`` (``already registered`` on a re-run).
 
     """
-    from dsnet.lifecycle.pyfunc import checkpoint_model_config, log_pyfunc
+    from dsnet.inference.pyfunc import checkpoint_model_config, log_pyfunc
 
     name = receipt["model_name"]
     sha = receipt["checkpoint_sha256"]

@@ -65,8 +65,8 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the detector from the ``checkpoint`` artifact (CUDA if available, else CPU)."""
+        from dsnet.core.device import select_device
         from dsnet.inference.predict import load_detector
-        from dsnet.training.device import select_device
 
         config = dict(context.model_config or {})
         self.threshold = float(config.get("decision_threshold", 0.5))
@@ -220,7 +220,7 @@ def log_pyfunc(
     import mlflow
 
     from dsnet.inference.predict import inference_settings
-    from dsnet.lifecycle.tracking import (
+    from dsnet.tracking.runs import (
         configure_mlflow,
         ensure_artifact_credentials,
         ensure_experiment,
@@ -277,7 +277,7 @@ def checkpoint_from_uri(uri: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from dsnet.lifecycle.tracking import configure_mlflow, tracking_uri
+    from dsnet.tracking.runs import configure_mlflow, tracking_uri
 
     configure_mlflow()
     source = _resolve_source(uri)
