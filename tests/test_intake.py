@@ -24,7 +24,8 @@ from dsnet.ingest.intake.data_report import change_against
 from dsnet.ingest.intake.inbox import LocalInbox, open_inbox
 from dsnet.ingest.intake.merge import Curated, load_curated, merge_batch
 from dsnet.ingest.intake.versioning import DataRepo, VersioningError
-from dsnet.ingest.sources import read_source, write_intake
+from dsnet.ingest.sources import read_source
+from dsnet.ingest.write import write_intake
 from dsnet.io.deid import pseudonym
 from dsnet.synth.generate import synthesize
 

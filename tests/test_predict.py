@@ -17,15 +17,10 @@ import torch
 from datadir_factory import write_slice
 
 from dsnet.core.errors import InputError
-from dsnet.inference.predict import (
-    FileResult,
-    detect,
-    model_input,
-    patient_summaries,
-    predict,
-    process_file,
-    resolve_model,
-)
+from dsnet.inference.detect import detect, model_input
+from dsnet.inference.load import resolve_model
+from dsnet.inference.predict import patient_summaries, predict, process_file
+from dsnet.inference.results import FileResult
 from dsnet.io import read_slice
 
 CT_SMALL = Path(pydicom.data.get_testdata_file("CT_small.dcm"))

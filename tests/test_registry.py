@@ -243,7 +243,7 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert len(client.search_model_versions("name = 'dsnet'")) == 1
 
     # the registered model gives back the very checkpoint that was registered
-    from dsnet.inference.pyfunc import checkpoint_from_uri
+    from dsnet.inference.load import checkpoint_from_uri
 
     local = checkpoint_from_uri("models:/dsnet@challenger")
     assert file_sha256(local) == file_sha256(checkpoints[0])

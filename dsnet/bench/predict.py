@@ -24,7 +24,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from dsnet.core.device import device_description, select_device, synchronize
 from dsnet.core.errors import InputError
+from dsnet.inference.detect import inference_settings, model_input
+from dsnet.inference.load import load_detector, resolve_model
+from dsnet.inference.predict import process_file
+from dsnet.io import read_slice
 
 TARGET_RATIO = 1.3
 
@@ -86,9 +93,6 @@ class PredictBench:
 
 
 def _forward_seconds(model: Any, image: Any, device: Any) -> float:
-    import torch
-
-    from dsnet.evaluation.evaluate import synchronize
 
     tensor = image.to(device)
     synchronize(device)
@@ -121,17 +125,6 @@ def bench_predict(
             a bad model.
 
     """
-    from dsnet.core.device import select_device
-    from dsnet.evaluation.evaluate import device_description, synchronize
-    from dsnet.inference.predict import (
-        inference_settings,
-        load_detector,
-        model_input,
-        process_file,
-        resolve_model,
-    )
-    from dsnet.io import read_slice
-
     if not files:
         raise InputError("DICOM", "no files given")
     if repeats < 1:

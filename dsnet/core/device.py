@@ -12,6 +12,8 @@ elsewhere it would be emulated and slower). Weights, optimizer and losses stay f
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -109,3 +111,24 @@ def autocast_dtype(
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (oneDNN with AVX512-BF16 or AMX)."""
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def device_description(device: Any) -> str:
+    """Describe the device the timings were taken on, for people."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip() + ", "
+                break
+    except OSError:
+        pass
+    return f"cpu ({cpu}{torch.get_num_threads()} threads)"
+
+
+def synchronize(device: Any) -> None:
+    """Wait for queued GPU work so that a timer measures it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,6 +1,9 @@
-"""Detection metrics of the paper: COCO mAP@0.5 (pycocotools), recall, accuracy, plots.
+"""Evaluation: the ``dsnet evaluate`` step, the paper's metrics, plots and the ablation.
 
-`coco` wraps pycocotools' COCOeval; `detection` holds the matching-based metrics
-(recall, accuracy, confusion matrix, patient-level accuracy); `plots` draws and exports
-them. Definitions are documented in docs/metrics.md.
+`evaluate` (the step), `coco` (pycocotools' COCOeval), `detection` (matching-based
+recall, accuracy, confusion matrix, patient-level accuracy), `plots` (draw and export
+them), `ablate` (the paper's Tables 1-2). Definitions in docs/metrics.md.
+
+May import: dsnet.core, dsnet.io, dsnet.data, dsnet.models, dsnet.tracking, dsnet.inference,
+dsnet.training
 """

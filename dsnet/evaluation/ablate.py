@@ -25,6 +25,8 @@ from typing import Any
 from dsnet.core.config import params_hash, section
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json, atomic_write_text
+from dsnet.evaluation.evaluate import evaluate
+from dsnet.training.train import train
 
 PAPER_CITATION = (
     "Xue et al., DSNet: dual-selective channel attention for osteoporosis detection on "
@@ -141,9 +143,6 @@ def run_config(
     resume: bool,
 ) -> dict[str, Any]:
     """Train and evaluate one configuration (or reuse its results); return its metrics."""
-    from dsnet.evaluation.evaluate import evaluate
-    from dsnet.training.train import train
-
     folder = out_dir / slug(name)
     cfg_params = config_params(params, name)
     digest = params_hash(cfg_params, ("preprocess", "model", "train", "evaluate"))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 ALL_AREAS = [0.0, 1e12]
 
@@ -43,7 +45,6 @@ class CocoAP:
 
 
 def _coco(images: Sequence[Mapping[str, Any]], categories, annotations) -> Any:
-    from pycocotools.coco import COCO
 
     coco = COCO()
     coco.dataset = {
@@ -113,8 +114,6 @@ def average_precision(
         The per-class APs, their mean and the precision-recall curves.
 
     """
-    from pycocotools.cocoeval import COCOeval
-
     cats = [{"id": 1, "name": "object"}] if class_agnostic else list(categories)
     gt = _coco(images, cats, _gt_annotations(gt_annotations, class_agnostic))
     dt = _coco(images, cats, _dt_annotations(detections, class_agnostic))

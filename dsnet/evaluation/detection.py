@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from torchvision import ops
 
 MISSED = 0
 
@@ -77,7 +79,7 @@ class MatchCounts:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes.
+    """Pairwise IoU of xyxy boxes (`torchvision.ops.box_iou`).
 
     Args:
         a: float[N, 4].
@@ -87,17 +89,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         float[N, M] intersection over union (0 where a union is empty).
 
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = ops.box_iou(
+        torch.as_tensor(np.asarray(a, dtype=np.float64)).reshape(-1, 4),
+        torch.as_tensor(np.asarray(b, dtype=np.float64)).reshape(-1, 4),
+    )
+    return torch.nan_to_num(iou, nan=0.0).numpy()
 
 
 def answers(

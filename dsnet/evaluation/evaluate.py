@@ -30,10 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.ops import box_convert
 
 from dsnet.core.config import section
+from dsnet.core.device import device_description, select_device, synchronize
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
+from dsnet.data.contract import load_data_dir
+from dsnet.data.split import read_split
 from dsnet.evaluation.coco import CocoAP, average_precision
 from dsnet.evaluation.detection import (
     ImageDetections,
@@ -46,11 +51,13 @@ from dsnet.evaluation.detection import (
     vertebra_labels_by_confidence,
     vertebra_mean_hu,
 )
-from dsnet.inference.predict import (
-    DEFAULT_DECISION_THRESHOLD,
-    DEFAULT_HU_THRESHOLDS,
-    SliceDetections,
-)
+from dsnet.evaluation.plots import write_confusion, write_loss_curve, write_pr_curves
+from dsnet.inference.detect import DEFAULT_DECISION_THRESHOLD, detect, model_input
+from dsnet.inference.load import load_detector
+from dsnet.inference.results import SliceDetections
+from dsnet.io import read_slice
+from dsnet.models.hu_baseline import HU_THRESHOLDS, box_mean_hu, classify_hu
+from dsnet.tracking.runs import start_run
 
 TRAIN_RUN_FILE = "train_run.json"
 METRIC_KEYS = (
@@ -92,37 +99,6 @@ class SliceResult:
     seconds: float
 
 
-def xywh_to_xyxy(bbox: Sequence[float]) -> list[float]:
-    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]`` (same pixel grid)."""
-    x, y, w, h = (float(v) for v in bbox)
-    return [x, y, x + w, y + h]
-
-
-def device_description(device: Any) -> str:
-    """Describe the device the timings were taken on, for people."""
-    import torch
-
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip() + ", "
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu}{torch.get_num_threads()} threads)"
-
-
-def synchronize(device: Any) -> None:
-    """Wait for queued GPU work so that a timer measures it (no-op on the CPU)."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_test_set(
     model: Any,
     data: Any,
@@ -149,9 +125,6 @@ def run_test_set(
         One `SliceResult` per image, in `images` order.
 
     """
-    from dsnet.inference.predict import box_mean_hu, detect, model_input
-    from dsnet.io import read_slice
-
     results = []
     for index, image in enumerate(images):
         ct = read_slice(data.image_path(image))
@@ -165,7 +138,8 @@ def run_test_set(
         synchronize(device)
         seconds = time.perf_counter() - tick
         anns = data.annotations[image["id"]]
-        gt_boxes = np.array([xywh_to_xyxy(a["bbox"]) for a in anns], dtype=np.float64)
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float64).reshape(-1, 4)
+        gt_boxes = box_convert(xywh, "xywh", "xyxy").numpy()
         detections = ImageDetections(
             image_id=int(image["id"]),
             gt_boxes=gt_boxes.reshape(-1, 4),
@@ -187,15 +161,6 @@ def run_test_set(
             )
         )
     return results
-
-
-def hu_class(mean_hu: float, thresholds: Sequence[float]) -> int | None:
-    """HU-baseline class of a mean HU, ``None`` when the ROI gave no value."""
-    from dsnet.models.hu_baseline import classify_hu
-
-    if mean_hu is None or not math.isfinite(mean_hu):
-        return None
-    return int(classify_hu(float(mean_hu), tuple(thresholds)))
 
 
 def hu_baseline_metrics(
@@ -226,11 +191,12 @@ def hu_baseline_metrics(
         per_slice = []
         for result, values in zip(results, readings, strict=True):
             for label, value in zip(result.detections.gt_labels, values, strict=True):
-                right += int(hu_class(value, thresholds) == int(label))
+                right += int(classify_hu(value, tuple(thresholds)) == int(label))
                 total += 1
                 per_slice.append((result.image["patient_id"], result.image["vertebra"], value))
         vertebrae = {
-            key: hu_class(value, thresholds) for key, value in vertebra_mean_hu(per_slice).items()
+            key: classify_hu(value, tuple(thresholds))
+            for key, value in vertebra_mean_hu(per_slice).items()
         }
         out[f"{name}_acc"] = right / total if total else math.nan
         out[f"{name}_patient_acc"] = patient_accuracy(patient_grades(vertebrae), truth)
@@ -262,14 +228,14 @@ def compute_metrics(
     gt, dt = [], []
     for r in results:
         d = r.detections
-        for box, label in zip(d.gt_boxes, d.gt_labels, strict=True):
-            gt.append({"image_id": d.image_id, "category_id": int(label), "bbox": _xywh(box)})
-        for box, label, score in zip(d.boxes, d.labels, d.scores, strict=True):
+        for box, label in zip(_xywh(d.gt_boxes), d.gt_labels, strict=True):
+            gt.append({"image_id": d.image_id, "category_id": int(label), "bbox": box})
+        for box, label, score in zip(_xywh(d.boxes), d.labels, d.scores, strict=True):
             dt.append(
                 {
                     "image_id": d.image_id,
                     "category_id": int(label),
-                    "bbox": _xywh(box),
+                    "bbox": box,
                     "score": float(score),
                 }
             )
@@ -291,7 +257,7 @@ def compute_metrics(
             "recall": counts.recall,
             "acc": counts.accuracy,
             "patient_acc": patient_accuracy(grades, truth),
-            **hu_baseline_metrics(results, truth, cfg.get("hu_thresholds", DEFAULT_HU_THRESHOLDS)),
+            **hu_baseline_metrics(results, truth, cfg.get("hu_thresholds", HU_THRESHOLDS)),
             "confusion_matrix": {
                 "rows": [names[c] for c in counts.class_ids],
                 "columns": [*(names[c] for c in counts.class_ids), "missed"],
@@ -309,9 +275,10 @@ def compute_metrics(
     )
 
 
-def _xywh(box: Sequence[float]) -> list[float]:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [x1, y1, x2 - x1, y2 - y1]
+def _xywh(boxes_xyxy: Any) -> list[list[float]]:
+    """COCO ``[x, y, w, h]`` lists of float[N, 4] xyxy boxes (`torchvision.ops.box_convert`)."""
+    xyxy = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float64)).reshape(-1, 4)
+    return box_convert(xyxy, "xyxy", "xywh").tolist()
 
 
 def json_safe(value: Any) -> Any:
@@ -365,12 +332,6 @@ def evaluate(
             patients have no slices in the data dir.
 
     """
-    from dsnet.core.device import select_device
-    from dsnet.data.contract import load_data_dir
-    from dsnet.data.split import read_split
-    from dsnet.evaluation.plots import write_confusion, write_loss_curve, write_pr_curves
-    from dsnet.inference.predict import load_detector
-
     cfg = section(params, "evaluate")
     model_path, plots_dir = Path(model_path), Path(plots_dir)
     if not model_path.is_file():
@@ -423,7 +384,6 @@ def _log_to_training_run(
     run_id = train_run_id(model_path)
     if run_id is None:
         return
-    from dsnet.tracking.runs import start_run
 
     with start_run(step="evaluate", run_id=run_id) as run:
         run.log_metrics(metrics)

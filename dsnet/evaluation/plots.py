@@ -27,10 +27,10 @@ MISSED_NAME = "missed"
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: select the headless Agg backend before pyplot is loaded
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after the backend choice above
 
     return plt
 

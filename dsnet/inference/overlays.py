@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from dsnet.core.fsutil import atomic_path, atomic_write_text
 from dsnet.io import CTSlice, window
+from dsnet.models.hu_baseline import box_roi
 
 if TYPE_CHECKING:
-    from dsnet.inference.predict import PredictSummary
+    from dsnet.inference.results import PredictSummary
 
 MIN_SIDE_PX = 512
 HEADER_PX = 44
@@ -39,18 +41,7 @@ ROI_COLOUR = (0, 220, 255)
 DISCLAIMER = "Research prototype - not for diagnostic use"
 
 
-def roi_mask(hu: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """The trabecular ROI of a box (`dsnet.models.hu_baseline`); empty for an empty box."""
-    from dsnet.models.hu_baseline import trabecular_roi
-
-    try:
-        return trabecular_roi(hu, box)
-    except ValueError:
-        return np.zeros(hu.shape, dtype=bool)
-
-
 def _font(size: int):
-    from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
 
@@ -66,8 +57,6 @@ def _zoomed_view(grey: np.ndarray, roi: np.ndarray, box: Sequence[float], side: 
         coordinates map into it, ``x' = (x - left) * factor``.
 
     """
-    from PIL import Image, ImageFilter
-
     x1, y1, x2, y2 = box
     half = max(x2 - x1, y2 - y1, 8.0)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -109,8 +98,6 @@ def render_overlay(
         `out_png`.
 
     """
-    from PIL import Image, ImageDraw
-
     grey = (window(ct.hu, float(bone_window[0]), float(bone_window[1])) * 255).astype(np.uint8)
     height, width = grey.shape
     zoom = max(1.0, MIN_SIDE_PX / max(height, width))
@@ -129,7 +116,7 @@ def render_overlay(
 
     panel_x = size[0] + 10
     if pairs:
-        roi = roi_mask(ct.hu, pairs[0][0]["box"])
+        roi = box_roi(ct.hu, pairs[0][0]["box"])
         view, (left, top, factor) = _zoomed_view(grey, roi, pairs[0][0]["box"], PANEL_PX - 20)
         canvas.paste(view, (panel_x, HEADER_PX + 10))
         for det, _ in reversed(pairs):

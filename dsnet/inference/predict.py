@@ -20,181 +20,22 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dsnet.core.config import section
+from dsnet.core.device import select_device
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.classes import CLASS_NAMES
-from dsnet.io import CTSlice, boxes_to_original, read_slice, to_model_input
+from dsnet.inference.detect import detect, inference_settings, model_input
+from dsnet.inference.load import load_detector, resolve_model
+from dsnet.inference.overlays import render_overlay, write_report
+from dsnet.inference.results import FileResult, PredictSummary, SliceDetections
+from dsnet.io import CTSlice, read_slice
+from dsnet.models.hu_baseline import box_mean_hu, classify_hu
 
-DEFAULT_DECISION_THRESHOLD = 0.5
-"""Detections scoring below this are not reported (``evaluate.decision_threshold``)."""
-DEFAULT_HU_THRESHOLDS = (160.0, 110.0)
-"""HU baseline: > 160 normal, (110, 160] osteopenia, <= 110 osteoporosis (Pickhardt 2013)."""
-MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "http://", "https://")
 SKIPPED_NAMES = frozenset({"DICOMDIR"})
-
-
-@dataclass(frozen=True)
-class SliceDetections:
-    """Detections of one slice in original pixels, sorted by descending score.
-
-    Attributes:
-        boxes: float64[D, 4] xyxy in original pixel-edge coordinates, inside the image.
-        labels: int64[D] class ids (1 normal, 2 osteopenia, 3 osteoporosis).
-        scores: float64[D] in [0, 1].
-
-    """
-
-    boxes: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-
-
-@dataclass
-class FileResult:
-    """What happened to one input file.
-
-    Attributes:
-        file: The input path as found.
-        status: ``ok`` or ``error``.
-        runtime_s: Wall time spent on the file (read, infer, write).
-        stem: Output name (``<stem>.json`` / ``<stem>.png``) when ok.
-        reason: One-line reason when status is ``error``.
-        record: The per-slice JSON content when ok.
-
-    """
-
-    file: str
-    status: str
-    runtime_s: float
-    stem: str | None = None
-    reason: str | None = None
-    record: dict[str, Any] | None = None
-
-
-@dataclass
-class PredictSummary:
-    """The result of `predict`: every input file accounted for, grades per patient.
-
-    Attributes:
-        out_dir: Where the outputs are.
-        files: One entry per input file, in input order.
-        patients: Patient id -> summary (see `patient_summaries`).
-        model: The model as given.
-
-    """
-
-    out_dir: Path
-    files: list[FileResult]
-    patients: dict[str, dict[str, Any]] = field(default_factory=dict)
-    model: str = ""
-
-    @property
-    def failed(self) -> list[FileResult]:
-        """The files that could not be processed."""
-        return [f for f in self.files if f.status != "ok"]
-
-
-def resolve_model(model: str | PathLike[str]) -> Path:
-    """Turn a checkpoint path or an MLflow model URI into a local ``model.pt`` path.
-
-    Args:
-        model: A checkpoint file (``models/model.pt``), an MLflow URI such as
-            ``models:/dsnet@champion`` or ``runs:/<run_id>/model``, or the local folder
-            of a downloaded MLflow model.
-
-    Returns:
-        The local checkpoint path.
-
-    Raises:
-        InputError: The file does not exist (URIs raise from `dsnet.inference.pyfunc`).
-
-    """
-    text = str(model)
-    if text.startswith(MODEL_URI_SCHEMES) or Path(text).is_dir():
-        from dsnet.inference.pyfunc import checkpoint_from_uri
-
-        return Path(checkpoint_from_uri(text))
-    path = Path(text)
-    if not path.is_file():
-        raise InputError(path, "model checkpoint not found" if not path.exists() else "not a file")
-    return path
-
-
-def load_detector(model_path: str | PathLike[str], device: Any, score_threshold: float):
-    """Load a checkpoint for inference.
-
-    Args:
-        model_path: A ``dsnet-checkpoint`` file (`dsnet.models.checkpoint`).
-        device: torch device to run on.
-        score_threshold: The detector drops boxes scoring below this
-            (``roi_heads.score_thresh``).
-
-    Returns:
-        ``(model, checkpoint)``: the torchvision Faster R-CNN in eval mode on `device`,
-        and the checkpoint dict (``preprocess``, ``categories``, ``model``, ``meta``).
-
-    """
-    from dsnet.models.checkpoint import load_checkpoint
-
-    model, ckpt = load_checkpoint(model_path, device)
-    model.roi_heads.score_thresh = float(score_threshold)
-    model.eval()
-    return model, ckpt
-
-
-def model_input(ct: CTSlice, preprocess: Mapping[str, Any]) -> tuple[Any, tuple[float, float]]:
-    """Build the detector input of a slice, as in training (`dsnet.io.to_model_input`).
-
-    Returns:
-        ``(image, scale)``: FloatTensor[3, H', W'] in [0, 1] at the canonical spacing, and
-        ``(sy, sx)`` original pixels per model pixel.
-
-    """
-    import torch
-
-    image, scale = to_model_input(
-        ct.hu, ct.spacing, float(preprocess["spacing_mm"]), preprocess["windows"]
-    )
-    return torch.from_numpy(image), scale
-
-
-def detect(
-    model: Any, image: Any, scale: tuple[float, float], shape: tuple[int, int], device: Any
-) -> SliceDetections:
-    """Run the detector on one model input and map its boxes to original pixels.
-
-    Args:
-        model: Faster R-CNN in eval mode on `device`.
-        image: FloatTensor[3, H', W'] (from `model_input`).
-        scale: ``(sy, sx)`` original pixels per model pixel.
-        shape: ``(H, W)`` of the original slice; boxes are clipped to ``[0, W] x [0, H]``.
-        device: torch device of the model.
-
-    Returns:
-        The slice's detections in original pixels, by descending score.
-
-    """
-    import torch
-
-    with torch.inference_mode():
-        output = model([image.to(device)])[0]
-    boxes = output["boxes"].detach().float().cpu().numpy().astype(np.float64)
-    boxes = boxes_to_original(boxes, scale)
-    height, width = shape
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0.0, float(width))
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0.0, float(height))
-    scores = output["scores"].detach().float().cpu().numpy().astype(np.float64)
-    labels = output["labels"].detach().cpu().numpy().astype(np.int64)
-    order = np.argsort(-scores, kind="stable")
-    return SliceDetections(boxes[order], labels[order], scores[order])
 
 
 def collect_inputs(paths: Iterable[str | PathLike[str]], exclude: Path | None = None) -> list[Path]:
@@ -247,26 +88,6 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def box_mean_hu(hu: np.ndarray, box_xyxy: Sequence[float]) -> float:
-    """Trabecular mean HU of a box (`dsnet.models.hu_baseline`), ``nan`` for an empty box.
-
-    Args:
-        hu: float [H, W] Hounsfield units.
-        box_xyxy: (x1, y1, x2, y2) in pixel-edge coordinates of `hu`.
-
-    Returns:
-        The mean HU of the box's trabecular ROI, or ``nan`` when the box has no area
-        inside the image (the ROI is undefined).
-
-    """
-    from dsnet.models.hu_baseline import trabecular_mean_hu
-
-    try:
-        return trabecular_mean_hu(hu, box_xyxy)
-    except ValueError:
-        return math.nan
-
-
 def slice_record(
     ct: CTSlice, detections: SliceDetections, hu_thresholds: Sequence[float], threshold: float
 ) -> dict[str, Any]:
@@ -279,18 +100,13 @@ def slice_record(
         "grade"}``; ``grade`` is the label of the most confident detection (or ``None``).
 
     """
-    from dsnet.models.hu_baseline import classify_hu
-
     dets, hus = [], []
     for box, label, score in zip(
         detections.boxes, detections.labels, detections.scores, strict=True
     ):
         mean_hu = box_mean_hu(ct.hu, box)
-        hu_label = (
-            CLASS_NAMES[classify_hu(mean_hu, tuple(hu_thresholds))]
-            if math.isfinite(mean_hu)
-            else None
-        )
+        hu_class = classify_hu(mean_hu, tuple(hu_thresholds))
+        hu_label = CLASS_NAMES[hu_class] if hu_class is not None else None
         dets.append(
             {
                 "box": [round(float(v), 2) for v in box],
@@ -378,16 +194,6 @@ def patient_summaries(results: Iterable[FileResult]) -> dict[str, dict[str, Any]
     return summaries
 
 
-def inference_settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Decision threshold, HU thresholds and device from ``params["evaluate"]`` (or defaults)."""
-    cfg = section(params or {}, "evaluate")
-    return {
-        "threshold": float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)),
-        "hu_thresholds": tuple(float(t) for t in cfg.get("hu_thresholds", DEFAULT_HU_THRESHOLDS)),
-        "device": cfg.get("device", "auto"),
-    }
-
-
 def process_file(
     file: Path,
     stem: str,
@@ -413,8 +219,6 @@ def process_file(
         (a bad file must not stop the batch), and nothing is written for it.
 
     """
-    from dsnet.inference.overlays import render_overlay
-
     tick = time.perf_counter()
     try:
         ct = read_slice(file)
@@ -454,9 +258,6 @@ def predict(
         InputError: The model cannot be found or loaded, or `paths` is empty.
 
     """
-    from dsnet.core.device import select_device
-    from dsnet.inference.overlays import write_report
-
     if not paths:
         raise InputError("PATH", "no input files or folders given")
     settings = inference_settings(params)

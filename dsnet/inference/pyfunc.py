@@ -23,7 +23,6 @@ same code as ``dsnet predict`` and ``dsnet evaluate``. The inference parameter
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -32,10 +31,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+from pydicom.data import get_testdata_file
 
+import dsnet
+from dsnet.core.device import select_device
 from dsnet.core.errors import InputError
-from dsnet.core.fsutil import atomic_dir
+from dsnet.data.classes import CLASS_NAMES
+from dsnet.inference.detect import detect, inference_settings
+from dsnet.inference.detect import model_input as to_input
+from dsnet.inference.load import load_detector
+from dsnet.io import CTSlice, read_slice
+from dsnet.tracking.runs import (
+    configure_mlflow,
+    ensure_artifact_credentials,
+    ensure_experiment,
+)
 
 ARTIFACT_KEY = "checkpoint"
 MODEL_NAME_IN_RUN = "model"
@@ -57,7 +73,6 @@ REQUIREMENTS = (
     "pyyaml",
 )
 """Distributions the pyfunc needs at inference, pinned to the versions installed here."""
-CACHE_ENV = "DSNET_MODEL_CACHE"
 
 
 class DSNetPyfunc(mlflow.pyfunc.PythonModel):
@@ -65,9 +80,6 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load the detector from the ``checkpoint`` artifact (CUDA if available, else CPU)."""
-        from dsnet.core.device import select_device
-        from dsnet.inference.predict import load_detector
-
         config = dict(context.model_config or {})
         self.threshold = float(config.get("decision_threshold", 0.5))
         self.device = select_device(config.get("device", "auto"))
@@ -87,12 +99,6 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
             DataFrame with columns ``file, x1, y1, x2, y2, label, score``.
 
         """
-        import pandas as pd
-
-        from dsnet.data.classes import CLASS_NAMES
-        from dsnet.inference.predict import detect
-        from dsnet.inference.predict import model_input as to_input
-
         requested = (params or {}).get("score_threshold")
         threshold = self.threshold if requested is None else float(requested)
         rows = []
@@ -115,10 +121,6 @@ def slice_from_row(row: Mapping[str, Any], index: int) -> Any:
         InputError: Neither a usable ``path`` nor an ``hu`` array with ``spacing``.
 
     """
-    import numpy as np
-
-    from dsnet.io import CTSlice, read_slice
-
     path = row.get("path")
     if isinstance(path, str) and path:
         return read_slice(path)
@@ -147,9 +149,6 @@ def slice_from_row(row: Mapping[str, Any], index: int) -> Any:
 
 def signature() -> Any:
     """Describe the I/O: optional ``path`` / ``hu`` + ``spacing`` + ``file`` in, detections out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
-
     inputs = Schema(
         [
             ColSpec("string", "path", required=False),
@@ -169,11 +168,6 @@ def signature() -> Any:
 
 def input_example() -> Any:
     """Return a real CT slice as an HU-array row: pydicom's ``CT_small.dcm`` (128 x 128)."""
-    import pandas as pd
-    from pydicom.data import get_testdata_file
-
-    from dsnet.io import read_slice
-
     ct = read_slice(get_testdata_file("CT_small.dcm"))
     hu = [[float(v) for v in r] for r in ct.hu.round(1)]
     return pd.DataFrame({"hu": [hu], "spacing": [list(ct.spacing)], "file": ["CT_small.dcm"]})
@@ -192,8 +186,6 @@ def pip_requirements() -> list[str]:
 
 def _package_copy(scratch: Path) -> Path:
     """Copy the ``dsnet`` package (without caches) for ``code_paths``."""
-    import dsnet
-
     target = scratch / "dsnet"
     shutil.copytree(
         Path(dsnet.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -217,15 +209,6 @@ def log_pyfunc(
         MLflow's ``ModelInfo`` (``model_uri``, ``model_id``, ``run_id``).
 
     """
-    import mlflow
-
-    from dsnet.inference.predict import inference_settings
-    from dsnet.tracking.runs import (
-        configure_mlflow,
-        ensure_artifact_credentials,
-        ensure_experiment,
-    )
-
     configure_mlflow()
     settings = inference_settings(params)
     config = {"decision_threshold": settings["threshold"], "device": settings["device"]}
@@ -246,79 +229,3 @@ def log_pyfunc(
             pip_requirements=pip_requirements(),
             model_config=config,
         )
-
-
-def checkpoint_model_config(model_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the ``model`` entry (backbone, attention, ...) of a checkpoint."""
-    from dsnet.models.checkpoint import read_checkpoint
-
-    return dict(read_checkpoint(model_path)["model"])
-
-
-def checkpoint_from_uri(uri: str) -> Path:
-    """Return the local ``model.pt`` of a logged or registered pyfunc model.
-
-    Args:
-        uri: ``models:/dsnet@champion``, ``models:/dsnet/3``, ``models:/m-<id>``,
-            ``runs:/<run_id>/model``, any artifact URI of the model folder, or a local
-            folder of a downloaded model.
-
-    Returns:
-        The checkpoint inside a local copy of the model, cached under
-        ``$DSNET_MODEL_CACHE`` (default ``~/.cache/dsnet/models``) by resolved source.
-
-    Raises:
-        InputError: Unknown model, version or alias, or no checkpoint in the model.
-
-    """
-    local = Path(uri)
-    if local.is_dir():
-        return _find_checkpoint(local, uri)
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from dsnet.tracking.runs import configure_mlflow, tracking_uri
-
-    configure_mlflow()
-    source = _resolve_source(uri)
-    key = hashlib.sha256(f"{tracking_uri()}|{source}".encode()).hexdigest()[:20]
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dsnet" / "models") / key
-    if not cache.is_dir():
-        try:
-            with atomic_dir(cache) as scratch:
-                mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(scratch))
-        except MlflowException as exc:
-            raise InputError(uri, f"cannot download the model ({exc.message})") from None
-    return _find_checkpoint(cache, uri)
-
-
-def _resolve_source(uri: str) -> str:
-    """Resolve a registry URI (alias or version) to the version's download URI."""
-    if not uri.startswith("models:/") or uri.startswith("models:/m-"):
-        return uri
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    name_and_ref = uri.removeprefix("models:/").rstrip("/")
-    client = mlflow.MlflowClient()
-    try:
-        if "@" in name_and_ref:
-            name, alias = name_and_ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, number = name_and_ref.rpartition("/")
-            version = client.get_model_version(name, number)
-    except MlflowException as exc:
-        raise InputError(uri, f"no such registered model version ({exc.message})") from None
-    return (
-        f"models:/{version.name}/{version.version}"
-        if not version.model_id
-        else (f"models:/{version.model_id}")
-    )
-
-
-def _find_checkpoint(folder: Path, uri: str) -> Path:
-    found = sorted((folder / "artifacts").glob("*.pt")) or sorted(folder.rglob("*.pt"))
-    if not found:
-        raise InputError(uri, "the model holds no dsnet checkpoint (*.pt) artifact")
-    return found[0]

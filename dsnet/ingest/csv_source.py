@@ -18,7 +18,7 @@ from pathlib import Path
 from dsnet.core.errors import InputError
 from dsnet.data import contract
 from dsnet.data.classes import who_class
-from dsnet.ingest.sources import Box, Intake, SliceRecord
+from dsnet.ingest.records import Box, Intake, SliceRecord
 from dsnet.io import CTSlice
 
 CSV_COLUMNS = ("file", "patient_id", "vertebra", "x1", "y1", "x2", "y2", "t_score")

@@ -22,147 +22,23 @@ masked, so no original identifier is written to the output folder.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
 from dsnet.core.errors import DataValidationError, InputError
-from dsnet.core.fsutil import atomic_dir, atomic_write_json, atomic_write_text
-from dsnet.data import contract
-from dsnet.data.classes import CATEGORIES
-from dsnet.io import CTSlice, read_slice
-from dsnet.io.deid import deidentify, pseudonym
+from dsnet.core.fsutil import atomic_dir, atomic_write_json
+from dsnet.data import contract, files
+from dsnet.ingest.csv_source import read_csv_source
+from dsnet.ingest.records import Box, IngestReport, Intake, SliceRecord
+from dsnet.ingest.write import Redactor, write_intake
 
 REPORT_FILE = "ingest_report.json"
-REPORT_FORMAT = "dsnet-ingest-report/1"
 KEY_ENV = "DSNET_DEID_KEY"
 MIN_KEY_CHARS = 16
-NAME_MASK = "[name]"
-
-Box = tuple[float, float, float, float, int, float]
-"""(x, y, w, h, category_id, t_score): a COCO box in stored pixels with its label."""
-
-
-@dataclass(frozen=True)
-class SliceRecord:
-    """One accepted source slice with its labels (original identifiers; never written).
-
-    Attributes:
-        source: Source DICOM file.
-        patient_id: Original PatientID (equal to the file's header).
-        vertebra: "L1".."L4".
-        width: Columns of the stored image.
-        height: Rows of the stored image.
-        boxes: The slice's boxes (`Box`).
-    """
-
-    source: Path
-    patient_id: str
-    vertebra: str
-    width: int
-    height: int
-    boxes: tuple[Box, ...]
-
-
-@dataclass
-class Intake:
-    """What a source yields: accepted records, the T-scores they need, rejections.
-
-    Attributes:
-        source: The source (data dir or CSV file).
-        form: "data-dir" or "csv".
-        records: Accepted slices.
-        dxa: (original patient_id, vertebra) -> T-score, for the accepted patients.
-        rejected: (item relative to the source folder, reason) for every rejected file or
-            record.
-        patient_ids: Original patient IDs seen (kept out of the report).
-        patient_names: Original PatientName values seen (masked in the report).
-    """
-
-    source: Path
-    form: str
-    records: list[SliceRecord] = field(default_factory=list)
-    dxa: dict[tuple[str, str], float] = field(default_factory=dict)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    patient_ids: set[str] = field(default_factory=set)
-    patient_names: set[str] = field(default_factory=set)
-
-    @property
-    def base(self) -> Path:
-        """The folder source paths are relative to."""
-        return self.source if self.source.is_dir() else self.source.parent
-
-    def reject(self, item: str | Path, reason: str) -> None:
-        """Record a rejected file (or record) and why."""
-        self.rejected.append((str(item), reason))
-
-    def learn_identities(self, path: Path) -> pydicom.Dataset | None:
-        """Remember a file's PatientID and PatientName (header read); None if unreadable."""
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            self.patient_ids.add(str(header.get("PatientID", "")))
-            self.patient_names.add(str(header.get("PatientName", "")))
-        except Exception:  # noqa: BLE001 - unreadable files carry no identity to hide
-            return None
-        return header
-
-    def read_slice(self, path: Path, key: str) -> tuple[CTSlice | None, str | None]:
-        """Read a source slice fully and check that it can be de-identified.
-
-        Returns:
-            (slice, None) when usable, else (None, reason). The file's PatientID and
-            PatientName are remembered for redaction either way.
-        """
-        header = self.learn_identities(path)
-        try:
-            ct = read_slice(path)
-            deidentify(header, key)
-        except InputError as exc:
-            return None, exc.reason
-        except Exception as exc:  # noqa: BLE001 - any parser failure: not a usable DICOM
-            return None, f"unreadable DICOM ({' '.join(str(exc).split())[:120]})"
-        return ct, None
-
-
-@dataclass(frozen=True)
-class IngestReport:
-    """The outcome of an ingest, as written to ``<out>/ingest_report.json``.
-
-    Attributes:
-        out_dir: The written data dir.
-        form: Source form, "data-dir" or "csv".
-        accepted: One entry per written slice: ``source``, ``file``, ``patient_id``
-            (pseudonym), ``vertebra``, ``boxes``.
-        rejected: One entry per rejected file or record: ``source``, ``reason``.
-    """
-
-    out_dir: Path
-    form: str
-    accepted: list[dict[str, Any]]
-    rejected: list[dict[str, str]]
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the report file's content."""
-        return {
-            "format": REPORT_FORMAT,
-            "source_form": self.form,
-            "summary": {
-                "accepted": len(self.accepted),
-                "rejected": len(self.rejected),
-                "patients": len({entry["patient_id"] for entry in self.accepted}),
-            },
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-        }
 
 
 def resolve_key(key: str | None = None, key_file: str | PathLike[str] | None = None) -> str:
@@ -259,8 +135,6 @@ def read_source(src: Path, key: str) -> Intake:
     if src.is_dir() and (src / contract.ANNOTATIONS_FILE).is_file():
         return read_data_dir_source(src, key)
     if src.is_file() and src.suffix.lower() == ".csv":
-        from dsnet.ingest.csv_source import read_csv_source
-
         return read_csv_source(src, key)
     if not src.exists():
         raise InputError(src, "not found")
@@ -293,7 +167,7 @@ def read_data_dir_source(src: Path, key: str) -> Intake:
     for image_id, image in images.items():
         path = src / image["file_name"]
         ct, problem = intake.read_slice(path, key)
-        reasons = contract.check_dicom(path, image) + labels[image_id].problems
+        reasons = files.check_dicom(path, image) + labels[image_id].problems
         if (image["patient_id"], image["vertebra"]) not in dxa:
             reasons.append(f"no dxa.csv row for its patient and {image['vertebra']}")
         if ct is None or reasons:
@@ -310,7 +184,7 @@ def read_data_dir_source(src: Path, key: str) -> Intake:
             )
         )
     listed = [str(i.get("file_name")) for i in coco["images"] if isinstance(i, dict)]
-    for rel in contract.unlisted_files(src, listed):
+    for rel in files.unlisted_files(src, listed):
         intake.learn_identities(src / rel)
         intake.reject(rel, f"not listed in {contract.ANNOTATIONS_FILE}")
     accepted = {record.patient_id for record in intake.records}
@@ -368,117 +242,3 @@ def _source_labels(
         x, y, w, h = (float(v) for v in ann["bbox"])
         labels[image_id].boxes.append((x, y, w, h, ann["category_id"], float(ann["t_score"])))
     return labels
-
-
-def write_intake(intake: Intake, out_dir: Path, key: str) -> list[dict[str, Any]]:
-    """Write accepted records as a data dir in `out_dir` (de-identified; new ids, names).
-
-    Returns:
-        One entry per written slice: ``source`` (relative to the source folder),
-        ``file`` (relative to `out_dir`), ``patient_id`` (pseudonym), ``vertebra``,
-        ``boxes`` (count).
-
-    """
-    images, annotations, accepted = [], [], []
-    counts: dict[tuple[str, str], int] = {}
-    ordered = sorted(
-        ((pseudonym(r.patient_id, key), r) for r in intake.records),
-        key=lambda pr: (pr[0], pr[1].vertebra, str(pr[1].source)),
-    )
-    for patient, record in ordered:
-        k = counts.get((patient, record.vertebra), 0)
-        counts[(patient, record.vertebra)] = k + 1
-        rel = f"{contract.DICOM_DIR}/{patient}/{record.vertebra}_{k}.dcm"
-        write_deidentified(record.source, out_dir / rel, key)
-        image_id = len(images) + 1
-        images.append(
-            {
-                "id": image_id,
-                "file_name": rel,
-                "width": record.width,
-                "height": record.height,
-                "patient_id": patient,
-                "vertebra": record.vertebra,
-            }
-        )
-        for x, y, w, h, category, t in record.boxes:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category,
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                    "vertebra": record.vertebra,
-                    "t_score": t,
-                }
-            )
-        accepted.append(
-            {
-                "source": str(record.source.relative_to(intake.base)),
-                "file": rel,
-                "patient_id": patient,
-                "vertebra": record.vertebra,
-                "boxes": len(record.boxes),
-            }
-        )
-    coco = {"images": images, "annotations": annotations, "categories": CATEGORIES}
-    atomic_write_text(out_dir / contract.ANNOTATIONS_FILE, json.dumps(coco, indent=1) + "\n")
-    atomic_write_text(out_dir / contract.DXA_FILE, dxa_csv(intake.dxa, key))
-    return accepted
-
-
-def write_deidentified(source: Path, dest: Path, key: str) -> None:
-    """Write a de-identified copy of a DICOM file (pixels untouched)."""
-    ds = pydicom.dcmread(source, force=True)
-    clean = deidentify(ds, key)
-    if "TransferSyntaxUID" not in clean.file_meta:  # a source without a file meta header
-        clean.file_meta.TransferSyntaxUID = (
-            pydicom.uid.ImplicitVRLittleEndian
-            if ds.original_encoding[0]
-            else pydicom.uid.ExplicitVRLittleEndian
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    clean.save_as(dest, enforce_file_format=True)
-
-
-def dxa_csv(dxa: Mapping[tuple[str, str], float], key: str) -> str:
-    """Return dxa.csv text for `dxa` (original ids) with patients replaced by pseudonyms."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(contract.DXA_COLUMNS)
-    rows = sorted((pseudonym(patient, key), vertebra, t) for (patient, vertebra), t in dxa.items())
-    writer.writerows((patient, vertebra, repr(t)) for patient, vertebra, t in rows)
-    return buffer.getvalue()
-
-
-class Redactor:
-    """Replace original patient IDs by their pseudonyms and mask patient-name parts.
-
-    One regular-expression pass, longest match first, so a replacement is never
-    re-matched. Name parts (split at ``^``, ``=`` and spaces) of 3+ characters are
-    matched case-insensitively.
-    """
-
-    def __init__(self, patient_ids: Iterable[str], patient_names: Iterable[str], key: str):
-        self._pseudonyms = {pid: pseudonym(pid, key) for pid in patient_ids if pid}
-        parts = {
-            part.lower()
-            for name in patient_names
-            for part in re.split(r"[\^= ]+", name)
-            if len(part) >= 3
-        }
-        alternatives = sorted(
-            [(len(pid), re.escape(pid)) for pid in self._pseudonyms]
-            + [(len(part), f"(?i:{re.escape(part)})") for part in parts],
-            reverse=True,
-        )
-        pattern = "|".join(regex for _, regex in alternatives)
-        self._pattern = re.compile(pattern) if pattern else None
-
-    def __call__(self, value: Any) -> Any:
-        """Redact a string; other values pass through."""
-        if not isinstance(value, str) or self._pattern is None:
-            return value
-        return self._pattern.sub(lambda m: self._pseudonyms.get(m.group(0), NAME_MASK), value)

@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_path
 from dsnet.core.torchfile import load_torch_file
+from dsnet.data.classes import CATEGORIES
+from dsnet.models import build_detector
 
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
 MODEL_KEYS = ("backbone", "attention", "ds_residual", "min_size", "max_size")
@@ -87,8 +90,6 @@ def build_model(
             `dsnet.models.build_detector`).
 
     """
-    from dsnet.models import build_detector
-
     detector = dict(config.get("detector") or {})
     if config.get("anchor_sizes") and config["backbone"] in FEATURE_MAPS:
         maps = FEATURE_MAPS[config["backbone"]]
@@ -122,8 +123,6 @@ def anchor_generator(sizes: Sequence[int], maps: int) -> torch.nn.Module:
         A torchvision ``AnchorGenerator``.
 
     """
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
     sides = tuple(int(size) for size in sizes)
     per_map = tuple((side,) for side in sides) if len(sides) == maps else (sides,) * maps
     return AnchorGenerator(per_map, ((0.5, 1.0, 2.0),) * maps)
@@ -150,8 +149,6 @@ def save_checkpoint(
         The written path.
 
     """
-    from dsnet.data.classes import CATEGORIES
-
     module = model.module if hasattr(model, "module") else model
     state_dict = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     checkpoint = {

@@ -12,6 +12,7 @@ Row 0 is anterior.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from dsnet.data.classes import NORMAL, OSTEOPENIA, OSTEOPOROSIS
 ROI_HALF_WIDTH = 0.30  # ROI semi-axes as fractions of the box width / height
 ROI_HALF_HEIGHT = 0.25
 ROI_ANTERIOR_SHIFT = 0.06  # ROI centre moved anteriorly by this fraction of the box height
+HU_THRESHOLDS = (160.0, 110.0)  # (normal above, osteoporosis at or below), params default
 
 
 def trabecular_roi(hu: np.ndarray, box_xyxy: Sequence[float]) -> np.ndarray:
@@ -72,7 +74,41 @@ def trabecular_mean_hu(hu: np.ndarray, box_xyxy: Sequence[float]) -> float:
     return float(np.mean(hu[trabecular_roi(hu, box_xyxy)], dtype=np.float64))
 
 
-def classify_hu(mean_hu: float, thresholds: Sequence[float] = (160, 110)) -> int:
+def box_roi(hu: np.ndarray, box_xyxy: Sequence[float]) -> np.ndarray:
+    """`trabecular_roi` of a predicted box, or an empty mask for a box without area.
+
+    A detector box may be degenerate or outside the image; its ROI is then undefined.
+
+    Args:
+        hu: [H, W] image (only its shape is used).
+        box_xyxy: (x1, y1, x2, y2) in pixel-edge coordinates of `hu`.
+
+    Returns:
+        bool [H, W] mask, all False for such a box.
+
+    """
+    try:
+        return trabecular_roi(hu, box_xyxy)
+    except ValueError:
+        return np.zeros(hu.shape[:2], dtype=bool)
+
+
+def box_mean_hu(hu: np.ndarray, box_xyxy: Sequence[float]) -> float:
+    """Trabecular mean HU of a predicted box (`box_roi`), ``nan`` when its ROI is empty.
+
+    Args:
+        hu: float [H, W] Hounsfield units.
+        box_xyxy: (x1, y1, x2, y2) in pixel-edge coordinates of `hu`.
+
+    Returns:
+        The mean HU of the ROI, or ``nan`` for a box with no area inside the image.
+
+    """
+    roi = box_roi(hu, box_xyxy)
+    return float(np.mean(hu[roi], dtype=np.float64)) if roi.any() else math.nan
+
+
+def classify_hu(mean_hu: float, thresholds: Sequence[float] = HU_THRESHOLDS) -> int | None:
     """WHO-style class from the trabecular mean HU.
 
     Args:
@@ -81,7 +117,8 @@ def classify_hu(mean_hu: float, thresholds: Sequence[float] = (160, 110)) -> int
             ``(low, high]`` osteopenia, ``<= low`` osteoporosis.
 
     Returns:
-        1 normal, 2 osteopenia or 3 osteoporosis.
+        1 normal, 2 osteopenia or 3 osteoporosis; ``None`` when `mean_hu` is not a finite
+        number (no ROI: `box_mean_hu` gave ``nan``).
 
     Raises:
         ValueError: If the thresholds are not two numbers with high > low.
@@ -91,6 +128,8 @@ def classify_hu(mean_hu: float, thresholds: Sequence[float] = (160, 110)) -> int
     high, low = (float(t) for t in thresholds)
     if not high > low:
         raise ValueError(f"HU thresholds must be (high, low) with high > low, got {[high, low]}")
+    if mean_hu is None or not math.isfinite(mean_hu):
+        return None
     if mean_hu > high:
         return NORMAL
     if mean_hu <= low:

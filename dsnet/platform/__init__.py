@@ -19,4 +19,6 @@ And the commands ``dsnet pipeline run | schedule | local`` use:
 
 `dsnet` never imports ``components/`` or ``pipeline/``: it works from the compiled
 pipeline YAML only.
+
+May import: dsnet.core, dsnet.data, dsnet.tracking, dsnet.ingest, dsnet.lifecycle
 """

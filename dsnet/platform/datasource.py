@@ -13,8 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dvc.api import DVCFileSystem
+from dvc.exceptions import DvcException
+from scmrepo.exceptions import SCMError
+
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_dir
+from dsnet.data.contract import load_data_dir
+from dsnet.tracking.runs import data_version
 
 
 def fetch_dvc_data(
@@ -42,13 +48,6 @@ def fetch_dvc_data(
             follow the data contract.
 
     """
-    from dvc.api import DVCFileSystem
-    from dvc.exceptions import DvcException
-    from scmrepo.exceptions import SCMError
-
-    from dsnet.data.contract import load_data_dir
-    from dsnet.tracking.runs import data_version
-
     source = f"{url}@{revision or 'default branch'}"
     remote_config = {"endpointurl": endpoint_url} if endpoint_url else None
     out_dir = Path(out_dir)

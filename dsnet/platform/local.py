@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsnet.core.config import DEFAULT_PARAMS
 from dsnet.core.errors import DsnetError
+from dsnet.tracking.runs import tracking_uri
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -96,7 +98,7 @@ def run_local(
         LocalRunError: A task failed (named in the message; its log is on stdout).
 
     """
-    from kfp import components, local
+    from kfp import components, local  # lazy: kfp is the optional [pipeline] extra
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,9 +134,6 @@ def local_defaults() -> dict[str, str]:
     URI in effect (``MLFLOW_TRACKING_URI`` or the local SQLite store);
     ``s3_endpoint_url``: ``MLFLOW_S3_ENDPOINT_URL`` or empty.
     """
-    from dsnet.core.config import DEFAULT_PARAMS
-    from dsnet.tracking.runs import tracking_uri
-
     return {
         "params_file": str(DEFAULT_PARAMS.resolve()),
         "mlflow_tracking_uri": tracking_uri(),

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dsnet.lifecycle.registry.register import CHAMPION, alias_version, client, model_name
+from dsnet.tracking.runs import tracking_enabled
+
 
 def retraining_decision(
     data_version: str, params: Mapping[str, Any], force: bool = False
@@ -29,9 +32,6 @@ def retraining_decision(
         InputError: The tracking server is configured but unreachable.
 
     """
-    from dsnet.lifecycle.registry.register import CHAMPION, alias_version, client, model_name
-    from dsnet.tracking.runs import tracking_enabled
-
     name = model_name(params)
     decision: dict[str, Any] = {
         "model_name": name,

@@ -22,6 +22,7 @@ import yaml
 from dsnet.core.config import deep_merge, params_hash, read_yaml
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_text
+from dsnet.tracking.runs import NON_MODEL_SECTIONS
 
 # knob -> (params key, value meaning "unset: keep the file's value")
 KNOBS: dict[str, tuple[str, Any]] = {
@@ -119,7 +120,5 @@ def write_run_params(params: Mapping[str, Any], path: str | os.PathLike[str]) ->
         thresholds, see `dsnet.tracking.runs.lineage_tags`).
 
     """
-    from dsnet.tracking.runs import NON_MODEL_SECTIONS
-
     atomic_write_text(Path(path), yaml.safe_dump(dict(params), sort_keys=False))
     return params_hash(params, [name for name in params if name not in NON_MODEL_SECTIONS])

@@ -25,6 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+from kfp_server_api.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from dsnet.core.errors import InputError
 from dsnet.platform.arguments import kfp_cron
 
@@ -72,7 +76,7 @@ def connect(host: str, namespace: str | None = None, token: str | None = None) -
         InputError: The server is unreachable or refuses the token (:func:`probe`).
 
     """
-    import kfp
+    import kfp  # lazy: kfp is the optional [pipeline] extra
 
     token = token or os.environ.get(TOKEN_ENV) or None
     probe(host, token)
@@ -88,9 +92,6 @@ def api_errors(host: str) -> Iterator[None]:
     Covers the calls after :func:`probe` (a token without rights on the namespace, the
     server going away mid-way).
     """
-    from kfp_server_api.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     try:
         yield
     except ApiException as exc:
@@ -110,8 +111,6 @@ def caching_set(package: str | os.PathLike[str], enabled: bool | None) -> Iterat
     keeps its steps in nested DAGs (conditions, the retraining sub-pipeline), so the
     override is applied here to the tasks of every DAG.
     """
-    import yaml
-
     package = Path(package)
     if enabled is None:
         yield package

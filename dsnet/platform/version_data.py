@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dvc.repo import Repo
+
 from dsnet.core.errors import InputError
 from dsnet.ingest.intake.run import IntakeResult, intake
 
@@ -36,8 +38,6 @@ def clone_data_repo(url: str, branch: str, dest: Path, remote: str | None, endpo
         InputError: When the repository or branch cannot be cloned.
 
     """
-    from dvc.repo import Repo
-
     args = ["git", "clone", "--quiet", *(["--branch", branch] if branch else []), url, str(dest)]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:

@@ -15,6 +15,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse, Rectangle
+from pydicom.pixels import apply_rescale
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_path
@@ -51,8 +55,6 @@ def _pick(images: list[dict], categories: dict[int, int], n: int, seed: int) -> 
 
 
 def _read_hu(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.pixels import apply_rescale
 
     try:
         ds = pydicom.dcmread(path)
@@ -80,9 +82,6 @@ def render_contact_sheet(
     Raises:
         InputError: If `n` < 1, the data dir has no annotations or a file is unreadable.
     """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Ellipse, Rectangle
-
     if n < 1:
         raise InputError("n", f"must be at least 1, got {n}")
     data_dir = Path(data_dir)

@@ -26,19 +26,30 @@ DVC hash of the data dir and ``params_hash`` of the parameters that shape the mo
 from __future__ import annotations
 
 import contextlib
+import getpass
 import math
 import os
 import platform
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import boto3
+import mlflow
 import yaml
+from dvc.ignore import DvcIgnoreFilter
+from dvc_data.hashfile.build import build
+from dvc_data.hashfile.db.local import LocalHashFileDB
+from dvc_objects.fs.local import LocalFileSystem
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
+from dsnet import __version__
 from dsnet.core.config import params_hash
 from dsnet.core.errors import InputError
 
@@ -77,8 +88,6 @@ def configure_mlflow() -> str:
         InputError: The tracking server does not answer its health check.
 
     """
-    import mlflow
-
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -115,9 +124,6 @@ def ensure_experiment(name: str | None = None) -> str:
     server it uses the server's artifact root. An S3 artifact root needs credentials,
     which are checked here so a missing key fails with one clear line.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = mlflow.MlflowClient()
     name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     experiment = client.get_experiment_by_name(name)
@@ -143,7 +149,6 @@ def ensure_artifact_credentials(artifact_uri: str) -> None:
     """
     if not str(artifact_uri).startswith("s3://"):
         return
-    import boto3
 
     if boto3.session.Session().get_credentials() is None:
         raise InputError(
@@ -206,15 +211,12 @@ class RunTracker:
     """
 
     def __init__(self, run_id: str) -> None:
-        import mlflow
 
         self.run_id: str | None = run_id
         self._client = mlflow.MlflowClient()
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log the finite numeric values of `metrics` (nested keys dotted) at `step`."""
-        from mlflow.entities import Metric
-
         values = numeric_metrics(metrics)
         if not values:
             return
@@ -224,8 +226,6 @@ class RunTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log `params` flattened to dotted keys (values as strings)."""
-        from mlflow.entities import Param
-
         flat = flatten(params)
         batch = [Param(k, _param_value(v)) for k, v in sorted(flat.items())]
         for start in range(0, len(batch), 100):  # MLflow accepts 100 params per batch
@@ -241,8 +241,6 @@ class RunTracker:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags on the run."""
-        from mlflow.entities import RunTag
-
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
@@ -272,7 +270,6 @@ def start_run(
     if not tracking_enabled():
         yield NullTracker()
         return
-    import mlflow
 
     configure_mlflow()
     client = mlflow.MlflowClient()
@@ -299,10 +296,6 @@ def start_run(
 
 def system_tags(step: str) -> dict[str, str]:
     """Tags describing where a run ran: step, user, host, Python and platform."""
-    import getpass
-
-    from dsnet import __version__
-
     return {
         "dsnet.step": step,
         "dsnet.version": __version__,
@@ -364,10 +357,6 @@ def data_version(data_dir: str | os.PathLike[str]) -> str:
         InputError: `data_dir` is not a folder.
 
     """
-    from dvc_data.hashfile.build import build
-    from dvc_data.hashfile.db.local import LocalHashFileDB
-    from dvc_objects.fs.local import LocalFileSystem
-
     path = Path(data_dir).resolve()
     if not path.is_dir():
         raise InputError(data_dir, "data dir not found")
@@ -383,8 +372,6 @@ def _dvcignore(path: Path) -> Any:
     root = next((p for p in (path, *path.parents) if (p / ".dvc").is_dir()), None)
     if root is None or not (root / ".dvcignore").is_file():
         return None
-    from dvc.fs import LocalFileSystem
-    from dvc.ignore import DvcIgnoreFilter
 
     return DvcIgnoreFilter(LocalFileSystem(), str(root))
 
@@ -403,6 +390,5 @@ def _param_value(value: Any) -> str:
 
 
 def _now_ms() -> int:
-    import time
 
     return int(time.time() * 1000)

@@ -38,7 +38,12 @@ from dsnet.core.device import (
 )
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
+from dsnet.data.classes import CATEGORIES
+from dsnet.data.contract import load_data_dir
+from dsnet.data.dataset import CTDetectionDataset
+from dsnet.data.split import read_split
 from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
+from dsnet.tracking.runs import NullTracker, lineage_tags, start_run
 from dsnet.training import distributed
 from dsnet.training.data import build_train_loader
 from dsnet.training.distributed import DistContext
@@ -144,7 +149,6 @@ def _train(
     ctx: DistContext,
     device: torch.device,
 ) -> TrainResult:
-    from dsnet.data.classes import CATEGORIES
 
     train_cfg, preprocess = section(params, "train"), section(params, "preprocess")
     model_params = section(params, "model")
@@ -278,10 +282,6 @@ def _training_set(
     data_dir: Path, split_path: Path, preprocess: Mapping[str, Any], augment: Any, seed: int
 ) -> torch.utils.data.Dataset:
     """Build the dataset of the split's training patients (`InputError` on bad inputs)."""
-    from dsnet.data.contract import load_data_dir
-    from dsnet.data.dataset import CTDetectionDataset
-    from dsnet.data.split import read_split
-
     data = load_data_dir(data_dir)
     patients = read_split(split_path, data)["train"]
     if not patients:
@@ -306,7 +306,6 @@ def _output_paths(out_dir: Path, plots_dir: Path) -> dict[str, Path]:
 
 
 def _lineage(data_dir: Path, params: Mapping[str, Any]) -> dict[str, str]:
-    from dsnet.tracking.runs import lineage_tags
 
     return lineage_tags(data_dir, params)
 
@@ -316,8 +315,6 @@ def _tracker(
     ctx: DistContext, params: Mapping[str, Any], tags: Mapping[str, str], run_id: str | None
 ) -> Iterator[Any]:
     """Open the MLflow run of this training on rank 0; other ranks get a no-op tracker."""
-    from dsnet.tracking.runs import NullTracker, start_run
-
     if not ctx.is_main:
         yield NullTracker()
         return

@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 
@@ -147,7 +150,6 @@ class S3Inbox:
     """
 
     def __init__(self, uri: str, bucket: str, prefix: str) -> None:
-        import boto3
 
         self.uri, self.bucket = uri.rstrip("/"), bucket
         self.prefix = f"{prefix}/" if prefix else ""
@@ -173,8 +175,6 @@ class S3Inbox:
             InputError: When the bucket cannot be listed (missing, no access, no endpoint).
 
         """
-        from botocore.exceptions import BotoCoreError, ClientError
-
         names = set()
         pages = self._s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"

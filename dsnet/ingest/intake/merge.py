@@ -43,7 +43,7 @@ import pydicom
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_text
-from dsnet.data import contract
+from dsnet.data import contract, files
 from dsnet.data.classes import CATEGORIES
 from dsnet.data.contract import DataDir, load_data_dir
 from dsnet.data.split import read_split
@@ -121,7 +121,7 @@ def merge_batch(
 
     Args:
         curated: The curated data dir (`load_curated`).
-        batch_dir: The batch as a de-identified data dir (`dsnet.ingest.sources.write_intake`).
+        batch_dir: The batch as a de-identified data dir (`dsnet.ingest.write.write_intake`).
         written: ``write_intake``'s entries (``source`` and ``file`` per slice).
         out_dir: New folder for the merged data dir (must not exist).
         batch: The batch name, recorded in ``sources.csv``.
@@ -236,9 +236,9 @@ def slice_identity(path: Path, batch: str) -> dict[str, str]:
 def free_file_name(taken: set[str], patient: str, vertebra: str) -> str:
     """The first ``dicom/<patient>/<vertebra>_<k>.dcm`` (k = 0, 1, ...) not in `taken`."""
     k = 0
-    while f"{contract.DICOM_DIR}/{patient}/{vertebra}_{k}.dcm" in taken:
+    while f"{files.DICOM_DIR}/{patient}/{vertebra}_{k}.dcm" in taken:
         k += 1
-    return f"{contract.DICOM_DIR}/{patient}/{vertebra}_{k}.dcm"
+    return f"{files.DICOM_DIR}/{patient}/{vertebra}_{k}.dcm"
 
 
 def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

@@ -52,7 +52,9 @@ from dsnet.ingest.intake.inbox import (
 )
 from dsnet.ingest.intake.merge import SPLIT_FILE, load_curated, merge_batch
 from dsnet.ingest.intake.versioning import DataRepo
-from dsnet.ingest.sources import Redactor, read_source, resolve_key, write_intake
+from dsnet.ingest.sources import read_source, resolve_key
+from dsnet.ingest.write import Redactor, write_intake
+from dsnet.tracking.runs import start_run
 
 BATCH_REPORT_FORMAT = "dsnet-intake-report/1"
 BATCH_REPORT = "batch_report.json"
@@ -164,8 +166,6 @@ def intake(
             and the batch is still in the inbox (retry).
 
     """
-    from dsnet.tracking.runs import start_run
-
     key = resolve_key(key)
     repo = DataRepo(data_repo, data_dir)
     box = open_inbox(inbox)

@@ -39,9 +39,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from dsnet.core.config import section
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
+from dsnet.data.split import read_split
+from dsnet.evaluation.evaluate import evaluate
+from dsnet.inference.load import checkpoint_from_uri, checkpoint_model_config
+from dsnet.inference.pyfunc import log_pyfunc
+from dsnet.tracking.runs import LINEAGE_KEYS, configure_mlflow, lineage_tags, tracking_enabled
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -190,8 +198,6 @@ def holdout_id(data_version: str, split_path: str | os.PathLike[str]) -> str:
         InputError: The split file is missing or invalid (`dsnet.data.split.read_split`).
 
     """
-    from dsnet.data.split import read_split
-
     test = sorted(read_split(split_path)["test"])
     blob = json.dumps({"data_version": data_version, "test": test}).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -216,18 +222,12 @@ def model_name(params: Mapping[str, Any]) -> str:
 
 def client() -> Any:
     """Return an ``MlflowClient`` on the configured tracking/registry URI."""
-    import mlflow
-
-    from dsnet.tracking.runs import configure_mlflow
-
     configure_mlflow()
     return mlflow.MlflowClient()
 
 
 def ensure_registered_model(mlflow_client: Any, name: str) -> None:
     """Create the registered model `name` unless it exists (safe under races)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         mlflow_client.create_registered_model(
             name, description="DSNet vertebral-body detector and WHO grade (dsnet-ops)."
@@ -267,8 +267,6 @@ def registry_lock(
         InputError: The lock stayed busy for `wait_s` seconds.
 
     """
-    from mlflow.exceptions import MlflowException
-
     lock = f"{name}.lock"
     token = f"{_whoami()}@{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + wait_s
@@ -297,7 +295,6 @@ def registry_lock(
 
 
 def _break_if_expired(mlflow_client: Any, lock: str) -> None:
-    from mlflow.exceptions import MlflowException
 
     with contextlib.suppress(MlflowException):
         held = mlflow_client.get_registered_model(lock)
@@ -313,8 +310,6 @@ def versions(mlflow_client: Any, name: str) -> list[Any]:
 
 def alias_version(mlflow_client: Any, name: str, alias: str) -> Any | None:
     """Return the model version that `alias` points to, or ``None``."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow_client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -372,8 +367,6 @@ def register(
         GateFailedError: `strict` and the gate failed (the receipt is written first).
 
     """
-    from dsnet.tracking.runs import lineage_tags, tracking_enabled
-
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(model_path, "model checkpoint not found")
@@ -440,8 +433,6 @@ def read_train_run(model_path: Path) -> str | None:
 
 def run_lineage(mlflow_client: Any, run_id: str | None) -> dict[str, str] | None:
     """Return the lineage tags recorded on the training run, when all are present."""
-    from dsnet.tracking.runs import LINEAGE_KEYS
-
     if run_id is None:
         return None
     tags = mlflow_client.get_run(run_id).data.tags
@@ -497,9 +488,6 @@ def reevaluate(
     split_path: str | os.PathLike[str] | None,
 ) -> dict[str, Any]:
     """Evaluate registered version `version` of `name` on the current test split."""
-    from dsnet.evaluation.evaluate import evaluate
-    from dsnet.inference.pyfunc import checkpoint_from_uri
-
     checkpoint = checkpoint_from_uri(f"models:/{name}/{version}")
     with tempfile.TemporaryDirectory(prefix="dsnet-reeval-") as scratch:
         return evaluate(
@@ -572,8 +560,6 @@ def register_version(
         ``run_id`` and ``reason`` (``already registered`` on a re-run).
 
     """
-    from dsnet.inference.pyfunc import checkpoint_model_config, log_pyfunc
-
     name = receipt["model_name"]
     sha = receipt["checkpoint_sha256"]
     existing = _version_with_checkpoint(mlflow_client, name, sha)
@@ -704,7 +690,6 @@ def compare(name: str, a: int, b: int) -> dict[str, Any]:
 
 
 def _get_version(mlflow_client: Any, name: str, number: int) -> Any:
-    from mlflow.exceptions import MlflowException
 
     try:
         return mlflow_client.get_model_version(name, str(number))
@@ -845,8 +830,6 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
 
 def history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
     """Return the promotion/rollback events of `name`, oldest first."""
-    from mlflow.exceptions import MlflowException
-
     try:
         tags = mlflow_client.get_registered_model(name).tags
     except MlflowException:

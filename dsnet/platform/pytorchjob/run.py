@@ -135,7 +135,7 @@ def run_pytorchjob(
         TrainingJobError: The job failed, or did not finish within `timeout_s`.
 
     """
-    from kubernetes.client.exceptions import ApiException
+    from kubernetes.client.exceptions import ApiException  # lazy: the optional [pipeline] extra
 
     name = manifest["metadata"]["name"]
     namespace = manifest["metadata"]["namespace"]
