@@ -30,8 +30,8 @@ def gate(
 
     from dsnet.core.config import load_params, section
     from dsnet.core.fsutil import atomic_write_text
-    from dsnet.lifecycle.registry.register import description, gate_passed, read_metrics
-    from dsnet.lifecycle.registry.register import gate as registry_gate
+    from dsnet.lifecycle.registry.gate import description, gate_passed, read_metrics
+    from dsnet.lifecycle.registry.gate import gate as registry_gate
 
     found = read_metrics(os.path.join(evaluation.path, "metrics.json"))
     settings = section(load_params([params.path]), "register")

@@ -42,7 +42,7 @@ def register(
 
     from dsnet.core.config import load_params
     from dsnet.core.fsutil import atomic_write_text
-    from dsnet.lifecycle.registry.register import description, read_metrics
+    from dsnet.lifecycle.registry.gate import description, read_metrics
     from dsnet.lifecycle.registry.register import register as register_model
     from dsnet.platform.services import use_services
 

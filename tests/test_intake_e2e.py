@@ -360,7 +360,7 @@ def test_the_pipeline_versions_the_inbox_first_and_trains_on_that_version(
     import mlflow
     import yaml
 
-    from dsnet.lifecycle.registry.register import promote
+    from dsnet.lifecycle.registry.promotion import promote
     from dsnet.platform.local import run_local
 
     root = Path(__file__).resolve().parents[1]

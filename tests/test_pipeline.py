@@ -542,7 +542,7 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     """The whole pipeline with kfp.local: trains, evaluates, gates, registers (3-4 min here)."""
     import mlflow
 
-    from dsnet.lifecycle.registry.register import promote
+    from dsnet.lifecycle.registry.promotion import promote
     from dsnet.tracking.runs import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"

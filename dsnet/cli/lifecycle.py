@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dsnet.cli.app import ParamsOption, SetOption, app, registry_app, resolve_params
+from dsnet.core.errors import InputError
 
 NameOption = Annotated[
     str | None,
@@ -35,8 +36,12 @@ def register(
 
     from dsnet.lifecycle.registry.register import register as register_model  # lazy: fast --help
 
+    resolved = resolve_params(params, overrides)
+    data_dir = data or resolved.get("data", {}).get("dir")
+    if not data_dir:
+        raise InputError("--data", "no hold-out data dir: pass --data or set data.dir")
     receipt = register_model(
-        model, metrics, resolve_params(params, overrides), out, strict, data, split
+        model, metrics, resolved, out, strict, data_dir=data_dir, split_path=split
     )
     version = f" as version {receipt['version']}" if receipt["version"] else ""
     Console().print(f"gate {receipt['gate']}{version}: {receipt['reason']} ({out})")
@@ -48,7 +53,7 @@ def list_command(name: NameOption = None, params: ParamsOption = None) -> None:
     from rich.console import Console  # lazy: fast `dsnet --help`
     from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.lifecycle.registry.register import list_versions  # lazy: fast `dsnet --help`
+    from dsnet.lifecycle.registry.queries import list_versions  # lazy: fast `dsnet --help`
 
     name = name or _default_name(params)
     table = Table(title=f"registered model {name}")
@@ -88,7 +93,7 @@ def compare(
     from rich.console import Console  # lazy: fast `dsnet --help`
     from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.lifecycle.registry.register import compare as compare_versions  # lazy: fast --help
+    from dsnet.lifecycle.registry.queries import compare as compare_versions  # lazy: fast --help
 
     result = compare_versions(name or _default_name(params), a, b)
     console = Console()
@@ -119,7 +124,7 @@ def promote(
     """Move the champion alias to a reviewed version."""
     from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.lifecycle.registry.register import promote as promote_version  # lazy: fast --help
+    from dsnet.lifecycle.registry.promotion import promote as promote_version  # lazy: fast --help
 
     margin = float(_register_settings(params).get("champion_margin", 0.02))
     event = promote_version(name or _default_name(params), version, reason, force, margin)
@@ -139,7 +144,9 @@ def rollback(
     """Return the champion alias to the previous champion."""
     from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.lifecycle.registry.register import rollback as rollback_champion  # lazy: fast --help
+    from dsnet.lifecycle.registry.promotion import (  # lazy: fast `dsnet --help`
+        rollback as rollback_champion,
+    )
 
     event = rollback_champion(name or _default_name(params), reason)
     Console().print(f"champion -> v{event['version']} (rolled back from v{event['previous']})")

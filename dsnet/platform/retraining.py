@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dsnet.lifecycle.registry.register import CHAMPION, alias_version, client, model_name
+from dsnet.lifecycle.registry.client import CHAMPION, alias_version, client, model_name
 from dsnet.tracking.runs import tracking_enabled
 
 
