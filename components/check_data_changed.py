@@ -26,11 +26,11 @@ def check_data_changed(
         Whether the training steps run (the reason is in decision's metadata: a single
         output keeps the condition on it readable for kfp.local too).
     """
-    from dsnet.config import load_params
-    from dsnet.fsutil import atomic_write_text
-    from dsnet.pipelines.retraining import decision_markdown, retraining_decision
-    from dsnet.pipelines.services import use_services
-    from dsnet.tracking import data_version
+    from dsnet.core.config import load_params
+    from dsnet.core.fsutil import atomic_write_text
+    from dsnet.platform.retraining import decision_markdown, retraining_decision
+    from dsnet.platform.services import use_services
+    from dsnet.tracking.runs import data_version
 
     use_services(mlflow_tracking_uri)
     verdict = retraining_decision(data_version(data.path), load_params([params.path]), force)

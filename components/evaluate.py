@@ -44,12 +44,12 @@ def evaluate(
     import os
     import shutil
 
-    from dsnet.config import load_params
-    from dsnet.evaluate import evaluate as evaluate_model
-    from dsnet.fsutil import atomic_write_text
-    from dsnet.pipelines.reports import evaluation_markdown, kfp_confusion_matrix
-    from dsnet.pipelines.services import use_services
-    from dsnet.tracking import numeric_metrics
+    from dsnet.core.config import load_params
+    from dsnet.core.fsutil import atomic_write_text
+    from dsnet.evaluation.evaluate import evaluate as evaluate_model
+    from dsnet.platform.metrics_views import evaluation_markdown, kfp_confusion_matrix
+    from dsnet.platform.services import use_services
+    from dsnet.tracking.runs import numeric_metrics
 
     use_services(mlflow_tracking_uri, s3_endpoint_url)
     plots = os.path.join(evaluation.path, "plots")

@@ -19,7 +19,7 @@ def fetch_data(
             from a Kubernetes Secret.
         data: The data dir; metadata data_version (DVC hash) and commit.
     """
-    from dsnet.pipelines.datasource import fetch_dvc_data
+    from dsnet.platform.datasource import fetch_dvc_data
 
     fetched = fetch_dvc_data(repo_url, revision, path, data.path, endpoint_url=s3_endpoint_url)
     data.metadata.update(fetched)

@@ -14,7 +14,8 @@ def gate(
     """Check metrics.json against params.register (thresholds and the HU baseline).
 
     The comparison with the current champion needs the registry and re-evaluates the
-    champion on this hold-out: dsnet.registry.register does it in the register step, which
+    champion on this hold-out: dsnet.lifecycle.registry.register.register does it in the
+    register step, which
     runs only when this gate passed and registers nothing when that comparison fails.
 
     Args:
@@ -27,10 +28,10 @@ def gate(
     """
     import os
 
-    from dsnet.config import load_params, section
-    from dsnet.fsutil import atomic_write_text
-    from dsnet.registry import description, gate_passed, read_metrics
-    from dsnet.registry import gate as registry_gate
+    from dsnet.core.config import load_params, section
+    from dsnet.core.fsutil import atomic_write_text
+    from dsnet.lifecycle.registry.gate import description, gate_passed, read_metrics
+    from dsnet.lifecycle.registry.gate import gate as registry_gate
 
     found = read_metrics(os.path.join(evaluation.path, "metrics.json"))
     settings = section(load_params([params.path]), "register")

@@ -40,11 +40,11 @@ def register(
     import os
     from collections import namedtuple
 
-    from dsnet.config import load_params
-    from dsnet.fsutil import atomic_write_text
-    from dsnet.pipelines.services import use_services
-    from dsnet.registry import description, read_metrics
-    from dsnet.registry import register as register_model
+    from dsnet.core.config import load_params
+    from dsnet.core.fsutil import atomic_write_text
+    from dsnet.lifecycle.registry.gate import description, read_metrics
+    from dsnet.lifecycle.registry.register import register as register_model
+    from dsnet.platform.services import use_services
 
     use_services(mlflow_tracking_uri, s3_endpoint_url)
     metrics_path = os.path.join(evaluation.path, "metrics.json")

@@ -35,7 +35,7 @@ def resolve_params(
         min_acc: register.min_acc; negative keeps the file's value.
         params: The resolved parameters (YAML).
     """
-    from dsnet.pipelines.run_params import resolve_run_params, write_run_params
+    from dsnet.platform.run_params import resolve_run_params, write_run_params
 
     knobs = {
         "backbone": backbone,

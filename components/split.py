@@ -19,7 +19,7 @@ def split(data: Input[Dataset], params: Input[Artifact], patient_split: Output[A
     """
     from pathlib import Path
 
-    from dsnet.config import load_params, section
+    from dsnet.core.config import load_params, section
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import describe_split, read_split, split_patients, write_split
 

@@ -13,9 +13,9 @@ def synth_data(params: Input[Artifact], data: Output[Dataset]):
         params: The run's parameters (section synth: patients, seed, slices_per_vertebra).
         data: The data dir; metadata data_version is its DVC hash.
     """
-    from dsnet.config import load_params, section
-    from dsnet.data.synth import synthesize
-    from dsnet.tracking import data_version
+    from dsnet.core.config import load_params, section
+    from dsnet.synth.generate import synthesize
+    from dsnet.tracking.runs import data_version
 
     knobs = section(load_params([params.path]), "synth")
     summary = synthesize(
@@ -25,6 +25,6 @@ def synth_data(params: Input[Artifact], data: Output[Dataset]):
         slices_per_vertebra=int(knobs.get("slices_per_vertebra", 2)),
     )
     data.metadata["data_version"] = data_version(data.path)
-    data.metadata["source"] = "dsnet.data.synth seed {}".format(knobs["seed"])
+    data.metadata["source"] = "dsnet.synth.generate seed {}".format(knobs["seed"])
     data.metadata["patients"] = summary.patients
     data.metadata["images"] = summary.slices

@@ -28,9 +28,9 @@ def train(
     """
     import os
 
-    from dsnet.config import load_params
-    from dsnet.pipelines.services import use_services
-    from dsnet.train import train as train_detector
+    from dsnet.core.config import load_params
+    from dsnet.platform.services import use_services
+    from dsnet.training.train import train as train_detector
 
     use_services(mlflow_tracking_uri, s3_endpoint_url)
     resolved = load_params([params.path])

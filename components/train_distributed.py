@@ -46,8 +46,8 @@ def train_distributed(
 
     from kubernetes import client, config
 
-    from dsnet.pipelines.pytorchjob import train_distributed as run_job
-    from dsnet.pipelines.services import service_env
+    from dsnet.platform.pytorchjob.run import train_distributed as run_job
+    from dsnet.platform.services import service_env
 
     config.load_incluster_config()
     key, _, value = gpu_node_label.partition("=")

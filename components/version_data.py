@@ -39,10 +39,10 @@ def version_data(
     """
     from collections import namedtuple
 
-    from dsnet.config import load_params, section
-    from dsnet.fsutil import atomic_write_text
-    from dsnet.intake.step import intake_markdown, version_data_repo
-    from dsnet.pipelines.services import use_services
+    from dsnet.core.config import load_params, section
+    from dsnet.core.fsutil import atomic_write_text
+    from dsnet.platform.services import use_services
+    from dsnet.platform.version_data import intake_markdown, version_data_repo
 
     use_services(mlflow_tracking_uri, s3_endpoint_url)
     split = section(load_params([params.path]), "split")

@@ -15,8 +15,9 @@ Reads like the diagram::
                                                                   gate passed? ─► register
 
 A run with unchanged data ends after ``check_data_changed``, whose Markdown output says
-why. Registration only runs under the gate condition, and `dsnet.registry.register`
-re-checks the gate against the champion before it creates a version.
+why. Registration only runs under the gate condition, and
+`dsnet.lifecycle.registry.register.register` re-checks the gate against the champion
+before it creates a version.
 
 Everything Kubernetes-specific (GPUs, node selector, toleration, secrets, volumes, pod
 labels, resources, caching) is attached in the "platform wiring" section below and

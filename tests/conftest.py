@@ -18,7 +18,7 @@ def params():
     """The repository's default parameters (params.yaml)."""
     from pathlib import Path
 
-    from dsnet.config import load_params
+    from dsnet.core.config import load_params
 
     return load_params([Path(__file__).resolve().parents[1] / "params.yaml"])
 

@@ -1,6 +1,6 @@
 """Inbox batches and data repositories for the intake tests (real DICOM, git, DVC).
 
-Batches are synthetic data dirs (`dsnet.data.synth.synthesize`) with identified headers,
+Batches are synthetic data dirs (`dsnet.synth.generate.synthesize`) with identified headers,
 as a hospital would deliver them; `renamed` gives a batch other patient ids so that two
 seeds do not collide (the generator numbers patients SYN-0001, SYN-0002, ... per seed).
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dsnet.config import deep_merge
+from dsnet.core.config import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = (

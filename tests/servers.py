@@ -257,7 +257,7 @@ def local_mlflow(tmp_path, monkeypatch, mlflow_db_template) -> Path:
     """A fresh working directory holding the default store ``sqlite:///mlflow.db``.
 
     Tracking is on, ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` are unset, so
-    `dsnet.tracking` uses ``./mlflow.db`` with artifacts under ``./mlartifacts``.
+    `dsnet.tracking.runs` uses ``./mlflow.db`` with artifacts under ``./mlartifacts``.
     """
     shutil.copyfile(mlflow_db_template, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)

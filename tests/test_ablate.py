@@ -12,9 +12,16 @@ import pytest
 import torch
 from tiny import synthetic_split
 
-from dsnet.ablate import CONFIGS, PAPER, ablate, ablation_markdown, config_params, table_row
-from dsnet.config import deep_merge
-from dsnet.errors import InputError
+from dsnet.core.config import deep_merge
+from dsnet.core.errors import InputError
+from dsnet.evaluation.ablate import (
+    CONFIGS,
+    PAPER,
+    ablate,
+    ablation_markdown,
+    config_params,
+    table_row,
+)
 
 TINY = {
     "preprocess": {"spacing_mm": 3.0},

@@ -1,4 +1,4 @@
-"""dsnet.checkpoint: model.pt round trip and refusal of bad files."""
+"""dsnet.models.checkpoint: model.pt round trip and refusal of bad files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pickle
 import pytest
 import torch
 
-from dsnet.checkpoint import (
+from dsnet.core.errors import InputError
+from dsnet.models.checkpoint import (
     CHECKPOINT_FORMAT,
     FEATURE_MAPS,
     build_model,
@@ -17,7 +18,6 @@ from dsnet.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from dsnet.errors import InputError
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""KFP components and their library steps (dsnet.pipelines), called directly.
+"""KFP components and their library steps (dsnet.platform), called directly.
 
 The components' Python functions run here with real artifacts on local paths; the
 library steps run against real stores: a git + DVC data repository with its remote on a
@@ -22,19 +22,19 @@ import yaml
 from kfp import dsl
 from kubernetes.client.exceptions import ApiException
 
-from dsnet.errors import InputError
-from dsnet.pipelines.datasource import fetch_dvc_data
-from dsnet.pipelines.pytorchjob import (
+from dsnet.core.errors import InputError
+from dsnet.platform.datasource import fetch_dvc_data
+from dsnet.platform.metrics_views import evaluation_markdown, kfp_confusion_matrix
+from dsnet.platform.pytorchjob.run import (
     TrainingJobError,
     job_name,
     job_state,
     run_pytorchjob,
     train_distributed,
 )
-from dsnet.pipelines.reports import evaluation_markdown, kfp_confusion_matrix
-from dsnet.pipelines.retraining import decision_markdown, retraining_decision
-from dsnet.pipelines.run_params import KNOBS, parse_profile, resolve_run_params
-from dsnet.pipelines.services import use_services
+from dsnet.platform.retraining import decision_markdown, retraining_decision
+from dsnet.platform.run_params import KNOBS, parse_profile, resolve_run_params
+from dsnet.platform.services import use_services
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # components/ is a top-level folder beside dsnet/
@@ -108,7 +108,7 @@ def test_unknown_knob_is_an_input_error(tmp_path):
 
 
 def test_resolve_params_component_writes_yaml_and_its_params_hash(tmp_path, params):
-    from dsnet.tracking import lineage_tags
+    from dsnet.tracking.runs import lineage_tags
 
     base = tmp_path / "params.yaml"
     base.write_text(yaml.safe_dump(params))
@@ -138,7 +138,7 @@ def test_use_services_sets_clients_environment(monkeypatch):
 
 
 def test_synth_data_component_records_the_dvc_hash(tmp_path):
-    from dsnet.tracking import data_version
+    from dsnet.tracking.runs import data_version
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text("synth: {patients: 2, seed: 5, slices_per_vertebra: 1}\n")
@@ -152,7 +152,7 @@ def test_synth_data_component_records_the_dvc_hash(tmp_path):
 @pytest.fixture(scope="module")
 def data_repo(tmp_path_factory, s3_server):
     """A git data repository whose data dir lives only in its DVC remote on moto S3."""
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     repo = tmp_path_factory.mktemp("data-repo")
     env = {**os.environ, **s3_server.env}
@@ -215,7 +215,7 @@ def test_fetch_data_names_a_bad_revision_or_path(
 def _register_version(name: str, data_version: str, alias: str | None) -> str:
     import mlflow
 
-    from dsnet.tracking import configure_mlflow, ensure_experiment
+    from dsnet.tracking.runs import configure_mlflow, ensure_experiment
 
     configure_mlflow()
     client = mlflow.MlflowClient()
@@ -364,7 +364,7 @@ class FakeCustomObjectsApi:
 
 
 def _manifest(name="dsnet-train-abc"):
-    from dsnet.k8s_jobs import pytorchjob_manifest
+    from dsnet.platform.pytorchjob.manifest import pytorchjob_manifest
 
     return pytorchjob_manifest(name, "registry.example.com/dsnet:0.1.0", ["train", "/data/x"])
 
@@ -520,7 +520,7 @@ def test_split_component_keeps_the_split_carried_by_an_intake_data_dir(tmp_path)
     from components.split import split as split_component
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import read_split, split_patients, write_split
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     data_dir = tmp_path / "data"
     synthesize(data_dir, patients=6, seed=3, slices_per_vertebra=1)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from dsnet.config import apply_override, load_params, params_hash
-from dsnet.errors import InputError
+from dsnet.core.config import apply_override, load_params, params_hash
+from dsnet.core.errors import InputError
 
 
 def test_overrides_and_profiles_merge(tmp_path: Path):

@@ -8,8 +8,8 @@ import pydicom
 import pytest
 from datadir_factory import make_data_dir, read_json, write_json
 
+from dsnet.core.errors import DataValidationError, InputError
 from dsnet.data.contract import DataDir, load_data_dir
-from dsnet.errors import DataValidationError, InputError
 
 T_SCORES = {
     "P001": {"L1": 0.2, "L2": -0.4},
@@ -170,7 +170,7 @@ def test_undecodable_file_is_named(data_copy):
 
 
 def test_synthetic_data_set_passes_validation(tmp_path):
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     summary = synthesize(tmp_path / "syn", patients=2, seed=5, slices_per_vertebra=1)
     data = load_data_dir(tmp_path / "syn", decode=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from datadir_factory import make_data_dir
 
+from dsnet.core.errors import InputError
 from dsnet.data import augment as aug
 from dsnet.data.contract import load_data_dir
 from dsnet.data.dataset import CTDetectionDataset, collate, make_loader
-from dsnet.errors import InputError
 from dsnet.io import boxes_to_original
 
 torch.set_num_threads(1)
@@ -174,7 +174,7 @@ def test_bench_loader_counts_every_image_per_worker_setting(data, params):
 
 
 def test_synthetic_boxes_sit_on_the_vertebral_body(tmp_path, params):
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     synthesize(tmp_path / "syn", patients=1, seed=3, slices_per_vertebra=1)
     data = load_data_dir(tmp_path / "syn")

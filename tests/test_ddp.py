@@ -22,8 +22,8 @@ WORKER = """
 import os, sys
 from pathlib import Path
 import torch
-from dsnet.config import load_params
-from dsnet.train import train
+from dsnet.core.config import load_params
+from dsnet.training.train import train
 
 data, split, root, params_file, *overrides = sys.argv[1:]
 rank = int(os.environ["RANK"])

@@ -16,17 +16,25 @@ DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
 # the step function behind each stage: its import closure is the stage's code
 STEP_MODULES = {
-    "synth": "dsnet.data.synth",
+    "synth": "dsnet.synth.generate",
     "split": "dsnet.data.split",
-    "train": "dsnet.train",
-    "evaluate": "dsnet.evaluate",
-    "register": "dsnet.registry",
+    "train": "dsnet.training.train",
+    "evaluate": "dsnet.evaluation.evaluate",
+    "register": "dsnet.lifecycle.registry.register",
 }
 # imported by a step but without influence on its outputs (documented in dvc.yaml)
 NOT_DEPS = {
-    "train": {"dsnet/tracking.py", "dsnet/pyfunc.py", "dsnet/report.py"},
-    "evaluate": {"dsnet/tracking.py", "dsnet/pyfunc.py", "dsnet/report.py"},
-    "register": {"dsnet/report.py"},
+    "train": {
+        "dsnet/tracking/runs.py",
+        "dsnet/inference/pyfunc.py",
+        "dsnet/inference/overlays.py",
+    },
+    "evaluate": {
+        "dsnet/tracking/runs.py",
+        "dsnet/inference/pyfunc.py",
+        "dsnet/inference/overlays.py",
+    },
+    "register": {"dsnet/inference/overlays.py"},
 }
 
 

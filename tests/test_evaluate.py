@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tiny
 
-from dsnet.evaluate import METRIC_KEYS, evaluate
+from dsnet.evaluation.evaluate import METRIC_KEYS, evaluate
 
 CLASSES = ("normal", "osteopenia", "osteoporosis")
 
@@ -55,8 +55,8 @@ def strict_json(path: Path):
 
 def expected_hu_baseline_acc(data, patients, thresholds=(160, 110)):
     """The HU baseline computed directly from the ground-truth boxes."""
-    from dsnet.data.hu_baseline import classify_hu, trabecular_mean_hu
     from dsnet.io import read_slice
+    from dsnet.models.hu_baseline import classify_hu, trabecular_mean_hu
 
     right = total = 0
     for image in data.images_of(patients):
@@ -72,7 +72,7 @@ def expected_hu_baseline_acc(data, patients, thresholds=(160, 110)):
 @pytest.fixture(scope="module")
 def evaluated(tiny_set, untrained_checkpoint, tmp_path_factory):
     """One evaluation of the untrained model, with a training run recorded beside it."""
-    from dsnet.tracking import start_run
+    from dsnet.tracking.runs import start_run
 
     data, split_path, _ = tiny_set
     root = tmp_path_factory.mktemp("evaluated")

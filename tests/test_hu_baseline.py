@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from dsnet.data.classes import patient_diagnosis
-from dsnet.data.hu_baseline import classify_hu, trabecular_mean_hu, trabecular_roi
-from dsnet.data.synth import synthesize
 from dsnet.io import read_slice
+from dsnet.models.hu_baseline import classify_hu, trabecular_mean_hu, trabecular_roi
+from dsnet.synth.generate import synthesize
 
 
 def test_roi_is_an_anterior_ellipse_well_inside_the_box():

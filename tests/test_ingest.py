@@ -12,9 +12,9 @@ import pydicom
 import pytest
 from datadir_factory import files_bytes, make_data_dir, phantom_hu, read_json, write_slice
 
+from dsnet.core.errors import DataValidationError, InputError
 from dsnet.data.contract import load_data_dir
-from dsnet.data.ingest import ingest, resolve_key
-from dsnet.errors import DataValidationError, InputError
+from dsnet.ingest.sources import ingest, resolve_key
 from dsnet.io.deid import pseudonym
 
 KEY = "ingest-test-key-0123456789"

@@ -1,4 +1,4 @@
-"""dsnet.intake parts: inbox folders and prefixes, merging without duplicates, git/DVC
+"""dsnet.ingest.intake parts: inbox folders and prefixes, merging without duplicates, git/DVC
 versioning, the data report, and the CLI's bad-input contract."""
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from intake_factory import KEY, copy_batch, data_repo, git, keys, renamed, repo_
 from pydicom.uid import generate_uid
 from servers import DATA_BUCKET
 
+from dsnet.core.errors import InputError
 from dsnet.data.contract import load_data_dir
-from dsnet.data.ingest import read_source, write_intake
-from dsnet.data.synth import synthesize
-from dsnet.errors import InputError
-from dsnet.intake import intake
-from dsnet.intake.inbox import LocalInbox, open_inbox
-from dsnet.intake.merge import Curated, load_curated, merge_batch
-from dsnet.intake.report import change_against
-from dsnet.intake.versioning import DataRepo, VersioningError
+from dsnet.ingest.intake import intake
+from dsnet.ingest.intake.data_report import change_against
+from dsnet.ingest.intake.inbox import LocalInbox, open_inbox
+from dsnet.ingest.intake.merge import Curated, load_curated, merge_batch
+from dsnet.ingest.intake.versioning import DataRepo, VersioningError
+from dsnet.ingest.sources import read_source
+from dsnet.ingest.write import write_intake
 from dsnet.io.deid import pseudonym
+from dsnet.synth.generate import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,11 +28,11 @@ from intake_factory import (
 from servers import DATA_BUCKET, free_port
 
 from dsnet.data.contract import load_data_dir
-from dsnet.data.synth import synthesize
-from dsnet.intake import intake
-from dsnet.intake.versioning import DataRepo, VersioningError
+from dsnet.ingest.intake import intake
+from dsnet.ingest.intake.versioning import DataRepo, VersioningError
 from dsnet.io.deid import pseudonym
-from dsnet.tracking import data_version
+from dsnet.synth.generate import synthesize
+from dsnet.tracking.runs import data_version
 
 SLICES = 12  # 3 patients x 4 vertebrae x 1 slice
 
@@ -267,7 +267,7 @@ def test_a_run_killed_mid_push_is_rolled_back_by_the_next_run(world):
 def test_the_intake_run_is_logged_to_mlflow(world, local_mlflow):
     import mlflow
 
-    from dsnet.tracking import tracking_uri
+    from dsnet.tracking.runs import tracking_uri
 
     deliver(world, world.batches / "first", "b1")
     result = intake(world.inbox, world.repo, key=KEY)
@@ -326,7 +326,7 @@ def test_a_failed_git_push_moves_the_local_refs_back(world):
 def test_the_version_data_step_clones_the_data_repo_pushes_and_returns_the_commit(
     world, monkeypatch
 ):
-    from dsnet.intake.step import intake_markdown, version_data_repo
+    from dsnet.platform.version_data import intake_markdown, version_data_repo
 
     monkeypatch.setenv("DSNET_DEID_KEY", KEY)  # as the pipeline passes it (from a Secret)
 
@@ -360,8 +360,8 @@ def test_the_pipeline_versions_the_inbox_first_and_trains_on_that_version(
     import mlflow
     import yaml
 
-    from dsnet.pipelines.local import run_local
-    from dsnet.registry import promote
+    from dsnet.lifecycle.registry.promotion import promote
+    from dsnet.platform.local import run_local
 
     root = Path(__file__).resolve().parents[1]
     for name, value in mlflow_server.env.items():

@@ -8,7 +8,7 @@ import pytest
 from badinput import NESTED_PHI, PHI, sample_ct, write_dataset, write_phi_ct
 from pydicom.uid import UID
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.io import deidentify, patient_date_shift, pseudo_uid, pseudonym, read_slice
 
 KEY = b"project-secret-key"

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.io import CTSlice, read_slice
 
 REAL_CTS = ["CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"]

@@ -5,7 +5,7 @@ import pytest
 from badinput import sample_ct, write_dataset, write_mr_slice, write_text_file, write_truncated
 from pydicom.uid import generate_uid
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.io import CTSlice, read_series
 from dsnet.io.series import order_slices
 

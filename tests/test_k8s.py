@@ -23,8 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dsnet.errors import InputError
-from dsnet.k8s_jobs import dump_manifest, pytorchjob_manifest
+from dsnet.core.errors import InputError
+from dsnet.platform.pytorchjob.manifest import dump_manifest, pytorchjob_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "infra" / "k8s"

@@ -21,8 +21,8 @@ import yaml
 from project_copy import TINY, checked, commit, project_copy, run, tree_bytes, use_remote
 from servers import ACCESS_KEY, SECRET_KEY, mlflow_tracking_server
 
-from dsnet.config import deep_merge, params_hash
-from dsnet.pyfunc import OUTPUT_COLUMNS
+from dsnet.core.config import deep_merge, params_hash
+from dsnet.inference.pyfunc import OUTPUT_COLUMNS
 
 # tiny models learn nothing in one epoch: these thresholds let the gate pass on purpose
 PERMISSIVE = {

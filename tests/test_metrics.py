@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dsnet.data.classes import CATEGORIES
-from dsnet.metrics.coco import average_precision
-from dsnet.metrics.detection import (
+from dsnet.evaluation.coco import average_precision
+from dsnet.evaluation.detection import (
     ImageDetections,
     answers,
     box_iou,
@@ -20,7 +20,7 @@ from dsnet.metrics.detection import (
     vertebra_labels_by_confidence,
     vertebra_mean_hu,
 )
-from dsnet.metrics.plots import loss_series, write_confusion, write_loss_curve, write_pr_curves
+from dsnet.evaluation.plots import loss_series, write_confusion, write_loss_curve, write_pr_curves
 
 NORMAL, OSTEOPENIA, OSTEOPOROSIS = 1, 2, 3
 IMAGES = [{"id": 1}, {"id": 2}, {"id": 3}]

@@ -13,7 +13,7 @@ from torchvision.models.detection import (
 from torchvision.ops import FrozenBatchNorm2d
 
 from dsnet.bench.overhead import attention_modules, benchmark_overhead, family_models
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.models import ATTENTIONS, BACKBONES, build_detector
 from dsnet.models.attention import DualSelective
 from dsnet.models.detector import load_weights

@@ -28,15 +28,15 @@ import pytest
 import yaml
 from servers import free_port
 
-from dsnet.errors import InputError
-from dsnet.pipelines.arguments import (
+from dsnet.core.errors import InputError
+from dsnet.platform.arguments import (
     PROFILE_PARAMETER,
     kfp_cron,
     pipeline_arguments,
     pipeline_inputs,
     profile_from,
 )
-from dsnet.pipelines.run_params import KNOBS
+from dsnet.platform.run_params import KNOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline" / "dsnet_pipeline.yaml"
@@ -514,8 +514,8 @@ def test_local_run_ends_early_when_the_champion_was_trained_on_this_data(
     """The fast local run: compiled YAML, kfp.local, conditions, a real MLflow registry."""
     import mlflow
 
-    from dsnet.data.synth import synthesize
-    from dsnet.tracking import data_version
+    from dsnet.synth.generate import synthesize
+    from dsnet.tracking.runs import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, _ = local_workdir(tmp_path, model_name)
@@ -542,8 +542,8 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     """The whole pipeline with kfp.local: trains, evaluates, gates, registers (3-4 min here)."""
     import mlflow
 
-    from dsnet.registry import promote
-    from dsnet.tracking import data_version
+    from dsnet.lifecycle.registry.promotion import promote
+    from dsnet.tracking.runs import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, head = local_workdir(tmp_path, model_name)

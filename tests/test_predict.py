@@ -16,17 +16,12 @@ import tiny
 import torch
 from datadir_factory import write_slice
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
+from dsnet.inference.detect import detect, model_input
+from dsnet.inference.load import resolve_model
+from dsnet.inference.predict import patient_summaries, predict, process_file
+from dsnet.inference.results import FileResult
 from dsnet.io import read_slice
-from dsnet.predict import (
-    FileResult,
-    detect,
-    model_input,
-    patient_summaries,
-    predict,
-    process_file,
-    resolve_model,
-)
 
 CT_SMALL = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
 ALL_DETECTIONS = {"evaluate": {"decision_threshold": 0.0, "device": "cpu"}}

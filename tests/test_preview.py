@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsnet.data.preview import render_contact_sheet, sheet_size
-from dsnet.data.synth import synthesize
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
+from dsnet.synth.generate import synthesize
+from dsnet.synth.preview import render_contact_sheet, sheet_size
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""dsnet.registry: gate, registration, review, promotion and rollback on a real MLflow store.
+"""dsnet.lifecycle.registry: gate, registration, review, promotion, rollback on a real MLflow store.
 
 Models are real dsnet checkpoints (a small MobileNetV3 detector, untrained); the metrics
 files are written by the tests, so that the gate sees chosen values.
@@ -7,6 +7,7 @@ files are written by the tests, so that the gate sees chosen values.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -15,27 +16,22 @@ import time
 from pathlib import Path
 
 import pytest
+import registry_race
 from servers import free_port
 
-from dsnet.errors import InputError
-from dsnet.registry import (
-    CHALLENGER,
-    CHAMPION,
+from dsnet.core.errors import InputError
+from dsnet.lifecycle.registry.client import CHALLENGER, CHAMPION
+from dsnet.lifecycle.registry.events import CLAIM_PREFIX, champion_stack, history
+from dsnet.lifecycle.registry.gate import (
     GateFailedError,
-    RefusedError,
-    champion_stack,
-    compare,
     criterion,
     file_sha256,
     gate,
     gate_passed,
-    history,
-    list_versions,
-    promote,
-    register,
-    registry_lock,
-    rollback,
 )
+from dsnet.lifecycle.registry.promotion import RefusedError, promote, rollback
+from dsnet.lifecycle.registry.queries import compare, list_versions
+from dsnet.lifecycle.registry.register import register
 
 SETTINGS = {
     "model_name": "dsnet",
@@ -71,7 +67,7 @@ def checkpoints(tmp_path_factory):
     """Five distinct real checkpoints (same small detector, different meta)."""
     import torch
 
-    from dsnet.checkpoint import build_model, model_config, save_checkpoint
+    from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
 
     torch.set_num_threads(1)  # shared 2-core machine: one thread per process
     torch.manual_seed(0)
@@ -134,7 +130,7 @@ def do_register(root: Path, checkpoint: Path, values, **overrides) -> dict:
 def _client():
     import mlflow
 
-    from dsnet.tracking import tracking_uri
+    from dsnet.tracking.runs import tracking_uri
 
     return mlflow.MlflowClient(tracking_uri())
 
@@ -243,7 +239,7 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert len(client.search_model_versions("name = 'dsnet'")) == 1
 
     # the registered model gives back the very checkpoint that was registered
-    from dsnet.pyfunc import checkpoint_from_uri
+    from dsnet.inference.load import checkpoint_from_uri
 
     local = checkpoint_from_uri("models:/dsnet@challenger")
     assert file_sha256(local) == file_sha256(checkpoints[0])
@@ -303,7 +299,7 @@ def test_champion_on_another_holdout_is_reevaluated_on_the_current_split(
 ):
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import split_patients, write_split
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     promote("dsnet", 1, "first reviewed model")
     data = registry_copy / "data" / "synthetic"
@@ -361,7 +357,7 @@ def test_racing_registrations_create_one_version_per_checkpoint(local_mlflow, ch
     assert reported[0] == reported[1] != reported[2]  # same checkpoint, same version
     newest = max(int(v.version) for v in versions)
     assert str(client.get_registered_model("dsnet").aliases[CHALLENGER]) == str(newest)
-    assert client.search_registered_models("name = 'dsnet.lock'") == []
+    assert [m.name for m in client.search_registered_models()] == ["dsnet"]  # no lock model
 
 
 def _cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
@@ -481,26 +477,43 @@ def test_cli_registry_commands(registry_copy):
 # -------------------------------------------------------------------- concurrency
 
 
-def test_lock_waits_for_the_holder_and_breaks_an_expired_lock(registry_copy):
+def test_two_processes_forced_to_race_for_one_history_slot_both_land_in_order(registry_copy):
+    """Both children read the same (empty) history, meet at a barrier, then claim slot 0.
+
+    At most one commits slot 0; the other sees its claim or event, steps back and appends
+    slot 1 on top of it. No lock object is left in the registry.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    children = [
+        context.Process(
+            target=registry_race.append_after_barrier,
+            args=(str(registry_copy), barrier, version, results),
+        )
+        for version in ("3", "4")
+    ]
+    for child in children:
+        child.start()
+    outcome = sorted(results.get(timeout=240) for _ in children)
+    for child in children:
+        child.join(timeout=60)
+    assert [child.exitcode for child in children] == [0, 0]
+    assert all(reads[0] == 0 for _, reads, _ in outcome)  # both read the empty history
+    assert sorted(seq for _, _, seq in outcome) == [0, 1]
+    assert max(len(reads) for _, reads, _ in outcome) >= 2  # the loser retried
     client = _client()
-    with registry_lock(client, "dsnet") as token:
-        assert client.get_registered_model("dsnet.lock").tags["owner"] == token
-        with (
-            pytest.raises(InputError, match="registry busy"),
-            registry_lock(client, "dsnet", wait_s=0.5),
-        ):
-            pass
-    assert client.search_registered_models("name = 'dsnet.lock'") == []
-    client.create_registered_model("dsnet.lock", tags={"owner": "crashed", "expires_at": "1"})
-    started = time.monotonic()
-    with registry_lock(client, "dsnet", wait_s=5):
-        assert time.monotonic() - started < 5
-    assert client.search_registered_models("name = 'dsnet.lock'") == []
+    events = history(client, "dsnet")
+    assert [e["seq"] for e in events] == [0, 1]
+    assert events[0]["previous"] is None
+    assert events[1]["previous"] == events[0]["version"]  # appended on top of the winner
+    tags = client.get_registered_model("dsnet").tags
+    assert not [key for key in tags if key.startswith(CLAIM_PREFIX)]
+    assert [m.name for m in client.search_registered_models()] == ["dsnet"]
 
 
 RACE = """
 import sys, time
-from dsnet.registry import promote
+from dsnet.lifecycle.registry.promotion import promote
 while time.time() < float(sys.argv[2]):
     time.sleep(0.005)
 print(promote("dsnet", int(sys.argv[1]), "race"))

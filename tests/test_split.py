@@ -11,10 +11,10 @@ import pytest
 import yaml
 from datadir_factory import make_data_dir
 
+from dsnet.core.errors import InputError
 from dsnet.data.classes import CATEGORIES, who_class
 from dsnet.data.contract import DataDir
 from dsnet.data.split import read_split, split_patients, write_split
-from dsnet.errors import InputError
 
 CLASS_T = {1: 0.5, 2: -1.8, 3: -3.0}
 

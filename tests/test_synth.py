@@ -9,10 +9,10 @@ import pydicom
 import pytest
 from pydicom.uid import UID, CTImageStorage
 
-from dsnet.data import phantom, population
+from dsnet.core.errors import InputError
 from dsnet.data.classes import who_class
-from dsnet.data.synth import MAX_SLICE_REACH_MM, slice_offsets, synthesize
-from dsnet.errors import InputError
+from dsnet.synth import phantom, population
+from dsnet.synth.generate import MAX_SLICE_REACH_MM, slice_offsets, synthesize
 
 LEVELS = ("L1", "L2", "L3", "L4")
 

@@ -1,4 +1,4 @@
-"""dsnet.tracking: MLflow runs (local SQLite store and a real server with S3), lineage tags."""
+"""dsnet.tracking.runs: MLflow runs (SQLite store, a real server with S3), lineage tags."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import yaml
 from servers import free_port
 
-from dsnet.errors import InputError
-from dsnet.tracking import lineage_tags, start_run, tracking_uri
+from dsnet.core.errors import InputError
+from dsnet.tracking.runs import lineage_tags, start_run, tracking_uri
 
 PARAMS = {
     "train": {"epochs": 2, "lr": 0.01, "augment": {"scale": [0.9, 1.1]}},
@@ -128,7 +128,7 @@ def test_lineage_tags_match_dvc_git_and_params(tmp_path):
         [
             sys.executable,
             "-c",
-            "import json,dsnet.tracking as t;"
+            "import json,dsnet.tracking.runs as t;"
             "print(json.dumps(t.lineage_tags('data/real', {'train': {'lr': 0.01}})))",
         ],
         cwd=tmp_path,
@@ -195,7 +195,7 @@ def test_missing_s3_credentials_are_reported_clearly(local_store, monkeypatch, m
 
 
 def test_git_sha_outside_git_comes_from_the_image_revision(tmp_path, monkeypatch):
-    from dsnet.tracking import git_sha
+    from dsnet.tracking.runs import git_sha
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.delenv("DSNET_GIT_SHA", raising=False)

@@ -1,4 +1,5 @@
-"""dsnet.train: outputs, checkpoint round trip, learning, resume, divergence, schedule, CLI."""
+"""dsnet.training.train: outputs, checkpoint round trip, learning, resume, divergence, schedule,
+CLI."""
 
 from __future__ import annotations
 
@@ -15,20 +16,20 @@ import pytest
 import torch
 from datadir_factory import make_data_dir
 
-from dsnet.checkpoint import build_model, load_checkpoint
-from dsnet.config import load_params
-from dsnet.data.contract import load_data_dir
-from dsnet.data.split import split_patients, write_split
-from dsnet.errors import InputError
-from dsnet.train import train
-from dsnet.training.device import (
+from dsnet.core.config import load_params
+from dsnet.core.device import (
     autocast_dtype,
     configure_threads,
     native_cpu_bf16,
     select_device,
 )
+from dsnet.core.errors import InputError
+from dsnet.data.contract import load_data_dir
+from dsnet.data.split import split_patients, write_split
+from dsnet.models.checkpoint import build_model, load_checkpoint
 from dsnet.training.history import CSV_COLUMNS
 from dsnet.training.optim import WarmupMultiStep, build_optimizer, build_scheduler
+from dsnet.training.train import train
 
 torch.set_num_threads(1)
 

@@ -26,7 +26,7 @@ def untrained_checkpoint(folder: Path, meta: Mapping[str, Any]) -> Path:
         The path of ``model.pt``; the weights are the same on every call (seed 0).
 
     """
-    from dsnet.checkpoint import build_model, model_config, save_checkpoint
+    from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
 
     torch.manual_seed(0)
     config = model_config(
@@ -51,7 +51,7 @@ def synthetic_split(root: Path, seed: int) -> tuple[Path, Path]:
     """
     from dsnet.data.contract import load_data_dir
     from dsnet.data.split import split_patients, write_split
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize
 
     synthesize(root / "data", patients=3, seed=seed, slices_per_vertebra=1)
     write_split(split_patients(load_data_dir(root / "data"), 0.34, 0), root / "split.json")

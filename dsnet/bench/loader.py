@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dsnet.config import section
+from dsnet.core.config import section
+from dsnet.core.errors import InputError
 from dsnet.data.contract import DataDir
 from dsnet.data.dataset import CTDetectionDataset, make_loader
-from dsnet.errors import InputError
 
 
 @dataclass(frozen=True)

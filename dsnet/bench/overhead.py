@@ -32,7 +32,7 @@ from rich import box
 from rich.table import Table
 from torch import nn
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.models import BACKBONES, build_detector
 from dsnet.models.backbones import LAST_ATTENTION, STEM_ATTENTION
 

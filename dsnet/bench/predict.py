@@ -3,7 +3,7 @@
 For each DICOM slice the benchmark alternates, `repeats` times after one untimed warm-up
 of each:
 
-- *end to end*: `dsnet.predict.process_file`, everything ``dsnet predict`` does for one
+- *end to end*: `dsnet.inference.predict.process_file`, everything ``dsnet predict`` does for one
   slice (read and decode the DICOM, HU, resample and window, detector forward, map boxes
   back, trabecular HU per box, overlay PNG, JSON), writing into a scratch folder;
 - *forward*: the detector alone on the same, already prepared input tensor.
@@ -24,7 +24,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from dsnet.errors import InputError
+import torch
+
+from dsnet.core.device import device_description, select_device, synchronize
+from dsnet.core.errors import InputError
+from dsnet.inference.detect import inference_settings, model_input
+from dsnet.inference.load import load_detector, resolve_model
+from dsnet.inference.predict import process_file
+from dsnet.io import read_slice
 
 TARGET_RATIO = 1.3
 
@@ -86,9 +93,6 @@ class PredictBench:
 
 
 def _forward_seconds(model: Any, image: Any, device: Any) -> float:
-    import torch
-
-    from dsnet.evaluate import synchronize
 
     tensor = image.to(device)
     synchronize(device)
@@ -121,17 +125,6 @@ def bench_predict(
             a bad model.
 
     """
-    from dsnet.evaluate import device_description, synchronize
-    from dsnet.io import read_slice
-    from dsnet.predict import (
-        inference_settings,
-        load_detector,
-        model_input,
-        process_file,
-        resolve_model,
-    )
-    from dsnet.training.device import select_device
-
     if not files:
         raise InputError("DICOM", "no files given")
     if repeats < 1:

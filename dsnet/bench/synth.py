@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dsnet.data.synth import synthesize
+from dsnet.synth.generate import synthesize
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,13 @@
 
 Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback),
 1 unexpected failure (set ``DSNET_DEBUG=1`` to see the traceback).
+
+The top layer: command modules parse arguments and call one library function each,
+importing it inside the command (``# lazy:`` fast ``dsnet --help``).
+
+May import: dsnet.core, dsnet.io, dsnet.data, dsnet.models, dsnet.synth, dsnet.tracking,
+dsnet.ingest, dsnet.inference, dsnet.training, dsnet.evaluation, dsnet.lifecycle,
+dsnet.platform, dsnet.bench
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import os
 import sys
 
 from dsnet.cli.app import app
-from dsnet.errors import DataValidationError, InputError
+from dsnet.core.errors import DataValidationError, InputError
 
 COMMAND_MODULES = ("synth", "data", "models", "train", "lifecycle", "pipeline", "intake")
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dsnet.config import load_params
+from dsnet.core.config import load_params
 
 app = typer.Typer(
     name="dsnet",

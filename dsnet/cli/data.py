@@ -35,9 +35,14 @@ def split_command(
     overrides: SetOption = None,
 ) -> None:
     """Split patients (never slices) into train and test, stratified by diagnosis."""
-    from dsnet.config import section
-    from dsnet.data.contract import load_data_dir
-    from dsnet.data.split import describe_split, read_split, split_patients, write_split
+    from dsnet.core.config import section  # lazy: fast `dsnet --help`
+    from dsnet.data.contract import load_data_dir  # lazy: fast `dsnet --help`
+    from dsnet.data.split import (  # lazy: fast `dsnet --help`
+        describe_split,
+        read_split,
+        split_patients,
+        write_split,
+    )
 
     knobs = section(resolve_params(params, overrides), "split")
     dataset = load_data_dir(data)
@@ -65,7 +70,7 @@ def ingest_command(
 
     The key comes from --key, --key-file or env DSNET_DEID_KEY (in that order).
     """
-    from dsnet.data.ingest import REPORT_FILE, ingest, resolve_key
+    from dsnet.ingest.sources import REPORT_FILE, ingest, resolve_key  # lazy: fast `dsnet --help`
 
     report = ingest(src, out, resolve_key(key, key_file))
     summary = report.to_json()["summary"]
@@ -91,13 +96,13 @@ def bench_loader_command(
     overrides: SetOption = None,
 ) -> None:
     """Data-loader throughput (images/s) for one epoch with the training augmentations."""
-    import torch
-    from rich.console import Console
-    from rich.table import Table
+    import torch  # lazy: fast `dsnet --help`
+    from rich.console import Console  # lazy: fast `dsnet --help`
+    from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.bench.loader import bench_loader
-    from dsnet.config import section
-    from dsnet.data.contract import load_data_dir
+    from dsnet.bench.loader import bench_loader  # lazy: fast `dsnet --help`
+    from dsnet.core.config import section  # lazy: fast `dsnet --help`
+    from dsnet.data.contract import load_data_dir  # lazy: fast `dsnet --help`
 
     torch.set_num_threads(1)
     settings = resolve_params(params, overrides)

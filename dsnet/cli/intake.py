@@ -41,10 +41,10 @@ def intake_command(
     The key comes from --key, --key-file or env DSNET_DEID_KEY (in that order); the patient
     split is carried forward with params split.test_fraction and split.seed.
     """
-    from dsnet.config import section
-    from dsnet.data.ingest import resolve_key
-    from dsnet.fsutil import atomic_write_json
-    from dsnet.intake import intake
+    from dsnet.core.config import section  # lazy: fast `dsnet --help`
+    from dsnet.core.fsutil import atomic_write_json  # lazy: fast `dsnet --help`
+    from dsnet.ingest.intake import intake  # lazy: fast `dsnet --help`
+    from dsnet.ingest.sources import resolve_key  # lazy: fast `dsnet --help`
 
     split = section(resolve_params(params, overrides), "split")
     result = intake(

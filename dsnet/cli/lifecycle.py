@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dsnet.cli.app import ParamsOption, SetOption, app, registry_app, resolve_params
+from dsnet.core.errors import InputError
 
 NameOption = Annotated[
     str | None,
@@ -31,12 +32,16 @@ def register(
     overrides: SetOption = None,
 ) -> None:
     """Gate a trained model and register it as the new challenger if it passes."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.registry import register as register_model
+    from dsnet.lifecycle.registry.register import register as register_model  # lazy: fast --help
 
+    resolved = resolve_params(params, overrides)
+    data_dir = data or resolved.get("data", {}).get("dir")
+    if not data_dir:
+        raise InputError("--data", "no hold-out data dir: pass --data or set data.dir")
     receipt = register_model(
-        model, metrics, resolve_params(params, overrides), out, strict, data, split
+        model, metrics, resolved, out, strict, data_dir=data_dir, split_path=split
     )
     version = f" as version {receipt['version']}" if receipt["version"] else ""
     Console().print(f"gate {receipt['gate']}{version}: {receipt['reason']} ({out})")
@@ -45,10 +50,10 @@ def register(
 @registry_app.command("list")
 def list_command(name: NameOption = None, params: ParamsOption = None) -> None:
     """Table of versions: metrics, data version, aliases, gate result, created."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: fast `dsnet --help`
+    from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.registry import list_versions
+    from dsnet.lifecycle.registry.queries import list_versions  # lazy: fast `dsnet --help`
 
     name = name or _default_name(params)
     table = Table(title=f"registered model {name}")
@@ -85,10 +90,10 @@ def compare(
     params: ParamsOption = None,
 ) -> None:
     """Side-by-side metrics and confusion matrices of two versions."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: fast `dsnet --help`
+    from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.registry import compare as compare_versions
+    from dsnet.lifecycle.registry.queries import compare as compare_versions  # lazy: fast --help
 
     result = compare_versions(name or _default_name(params), a, b)
     console = Console()
@@ -117,9 +122,9 @@ def promote(
     params: ParamsOption = None,
 ) -> None:
     """Move the champion alias to a reviewed version."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.registry import promote as promote_version
+    from dsnet.lifecycle.registry.promotion import promote as promote_version  # lazy: fast --help
 
     margin = float(_register_settings(params).get("champion_margin", 0.02))
     event = promote_version(name or _default_name(params), version, reason, force, margin)
@@ -137,9 +142,11 @@ def rollback(
     params: ParamsOption = None,
 ) -> None:
     """Return the champion alias to the previous champion."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.registry import rollback as rollback_champion
+    from dsnet.lifecycle.registry.promotion import (  # lazy: fast `dsnet --help`
+        rollback as rollback_champion,
+    )
 
     event = rollback_champion(name or _default_name(params), reason)
     Console().print(f"champion -> v{event['version']} (rolled back from v{event['previous']})")
@@ -147,7 +154,7 @@ def rollback(
 
 def _register_settings(params: list[Path] | None) -> dict[str, Any]:
     """The ``register`` params; review commands also work where there is no params.yaml."""
-    from dsnet.config import DEFAULT_PARAMS, section
+    from dsnet.core.config import DEFAULT_PARAMS, section  # lazy: fast `dsnet --help`
 
     if params is None and not DEFAULT_PARAMS.is_file():
         return {}
@@ -168,7 +175,7 @@ def _text(value: Any) -> str:
 
 def _matrix_table(row: dict[str, Any]) -> Any:
     """Render a ``{"rows", "columns", "matrix"}`` confusion matrix (as in metrics.json)."""
-    from rich.table import Table
+    from rich.table import Table  # lazy: fast `dsnet --help`
 
     matrix = row["confusion_matrix"] or {}
     title = f"v{row['version']} confusion matrix (rows: truth, columns: answer)"

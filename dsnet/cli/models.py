@@ -28,10 +28,10 @@ def overhead(
     Eval mode, batch 1, the same input and shared weights for all, in one run; prints
     ms/image and the ratio to the plain detector of the same backbone.
     """
-    from rich.console import Console
+    from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.bench.overhead import benchmark_overhead, overhead_table
-    from dsnet.models import BACKBONES
+    from dsnet.bench.overhead import benchmark_overhead, overhead_table  # lazy: fast `dsnet --help`
+    from dsnet.models import BACKBONES  # lazy: fast `dsnet --help`
 
     result = benchmark_overhead(
         size=size,

@@ -69,7 +69,7 @@ def _arguments(
     force: bool,
     defaults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from dsnet.pipelines.arguments import run_arguments
+    from dsnet.platform.arguments import run_arguments  # lazy: fast `dsnet --help`
 
     return run_arguments(
         package,
@@ -101,7 +101,7 @@ def run_command(
     overrides: SetOption = None,
 ) -> None:
     """Submit one run of the compiled pipeline to a Kubeflow Pipelines API server."""
-    from dsnet.pipelines.submit import submit_run
+    from dsnet.platform.submit import submit_run  # lazy: fast `dsnet --help`
 
     arguments = _arguments(package, args, params, overrides, data_repo, revision, force)
     submitted = submit_run(
@@ -142,7 +142,7 @@ def schedule_command(
 
     Each run ends early when the data did not change since the champion was trained.
     """
-    from dsnet.pipelines.submit import schedule_retraining
+    from dsnet.platform.submit import schedule_retraining  # lazy: fast `dsnet --help`
 
     arguments = _arguments(package, args, params, overrides, data_repo, revision, force)
     scheduled = schedule_retraining(
@@ -180,9 +180,9 @@ def local_command(
     Steps run as subprocesses here, against MLFLOW_TRACKING_URI (default: the local SQLite
     store); GPU, node selector, secrets and volumes of the cluster spec are ignored.
     """
-    from rich.console import Console
+    from rich.console import Console  # lazy: fast `dsnet --help`
 
-    from dsnet.pipelines.local import local_defaults, run_local
+    from dsnet.platform.local import local_defaults, run_local  # lazy: fast `dsnet --help`
 
     defaults = local_defaults()
     arguments = _arguments(package, args, params, overrides, data_repo, revision, force, defaults)

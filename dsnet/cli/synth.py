@@ -31,7 +31,12 @@ def _synth_settings(
     files: list[Path] | None, overrides: list[str] | None, **flags: int | None
 ) -> dict[str, Any]:
     """The `synth` section (built-in defaults without a params file), then the CLI flags."""
-    from dsnet.config import DEFAULT_PARAMS, apply_override, load_params, section
+    from dsnet.core.config import (  # lazy: fast `dsnet --help`
+        DEFAULT_PARAMS,
+        apply_override,
+        load_params,
+        section,
+    )
 
     if files or DEFAULT_PARAMS.exists():
         params = load_params(files or None, overrides or ())
@@ -54,7 +59,7 @@ def synth_command(
     overrides: SetOption = None,
 ) -> None:
     """Generate the embedded synthetic lumbar-CT data set (DICOM + COCO boxes + DXA)."""
-    from dsnet.data.synth import synthesize
+    from dsnet.synth.generate import synthesize  # lazy: fast `dsnet --help`
 
     knobs = _synth_settings(
         params, overrides, patients=patients, seed=seed, slices_per_vertebra=slices_per_vertebra
@@ -76,7 +81,7 @@ def preview_command(
     seed: Annotated[int, typer.Option("--seed", help="Which slices are drawn.")] = 0,
 ) -> None:
     """Draw a contact sheet: slices with their boxes, class, T-score and trabecular HU."""
-    from dsnet.data.preview import render_contact_sheet
+    from dsnet.synth.preview import render_contact_sheet  # lazy: fast `dsnet --help`
 
     typer.echo(render_contact_sheet(data, out, n=n, seed=seed))
 
@@ -90,7 +95,7 @@ def bench_synth_command(
     ] = 2,
 ) -> None:
     """Time synthetic data generation (slices/s, target >= 20) and report peak memory."""
-    from dsnet.bench.synth import bench_synth
+    from dsnet.bench.synth import bench_synth  # lazy: fast `dsnet --help`
 
     result = bench_synth(patients, seed, slices_per_vertebra)
     typer.echo(

@@ -33,7 +33,7 @@ def train_command(
     Reads params sections preprocess, model and train. Run under
     ``torchrun --nproc_per_node N -m dsnet train ...`` for DistributedDataParallel.
     """
-    from dsnet.train import train
+    from dsnet.training.train import train  # lazy: fast `dsnet --help`
 
     train(data, split, out, resolve_params(params, overrides), resume=resume, plots_dir=plots_dir)
 
@@ -43,7 +43,7 @@ def train_command(
 
 def _params_if_present(files: list[Path] | None, overrides: list[str] | None) -> dict:
     """Like `resolve_params`, but without -p and without ./params.yaml give only the -S values."""
-    from dsnet.config import DEFAULT_PARAMS, apply_override
+    from dsnet.core.config import DEFAULT_PARAMS, apply_override  # lazy: fast `dsnet --help`
 
     if files or DEFAULT_PARAMS.is_file():
         return resolve_params(files, overrides)
@@ -71,7 +71,7 @@ def evaluate_command(
 
     Reads params sections preprocess and evaluate. Definitions: docs/metrics.md.
     """
-    from dsnet.evaluate import evaluate
+    from dsnet.evaluation.evaluate import evaluate  # lazy: fast `dsnet --help`
 
     m = evaluate(model, data, split, metrics, plots_dir, resolve_params(params, overrides))
 
@@ -101,9 +101,9 @@ def predict_command(
     file is given or ./params.yaml exists. Exit 2 if any file could not be processed
     (one line per file on stderr; the others are still processed).
     """
-    import sys
+    import sys  # lazy: fast `dsnet --help`
 
-    from dsnet.predict import predict
+    from dsnet.inference.predict import predict  # lazy: fast `dsnet --help`
 
     summary = predict(paths, model, out, _params_if_present(params, overrides))
     for failed in summary.failed:
@@ -135,7 +135,7 @@ def ablate_command(
     overrides: SetOption = None,
 ) -> None:
     """Train and evaluate the paper's Table 1-2 configurations under identical settings."""
-    from dsnet.ablate import ablate
+    from dsnet.evaluation.ablate import ablate  # lazy: fast `dsnet --help`
 
     names = [n.strip() for item in configs or () for n in item.split(",") if n.strip()]
     rows = ablate(data, split, out, resolve_params(params, overrides), names or None, resume)
@@ -152,11 +152,11 @@ def bench_predict_command(
     overrides: SetOption = None,
 ) -> None:
     """Time end-to-end prediction per slice against the bare model forward (target <= 1.3x)."""
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console  # lazy: fast `dsnet --help`
+    from rich.table import Table  # lazy: fast `dsnet --help`
 
-    from dsnet.bench.predict import TARGET_RATIO, bench_predict
-    from dsnet.fsutil import atomic_write_json
+    from dsnet.bench.predict import TARGET_RATIO, bench_predict  # lazy: fast `dsnet --help`
+    from dsnet.core.fsutil import atomic_write_json  # lazy: fast `dsnet --help`
 
     result = bench_predict(model, dicom, repeats, _params_if_present(params, overrides))
     table = Table(title=f"dsnet predict per slice vs model forward ({result.device})")

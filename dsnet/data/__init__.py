@@ -1,5 +1,8 @@
-"""Data: WHO classes, the embedded synthetic lumbar-CT data set, the HU baseline, previews.
+"""The training-data contract: WHO classes, the data dir, patient splits, the dataset.
 
-Submodules are imported on use (``from dsnet.data import synth``); this package imports
-nothing heavy so that ``import dsnet.data`` stays cheap.
+`classes` (the three grades), `contract` (load and validate a data dir), `split`
+(patients, never slices, into train/test), `dataset` (torch dataset and loader),
+`augment` (training augmentations). torch only in `dataset`/`augment`.
+
+May import: dsnet.core, dsnet.io
 """

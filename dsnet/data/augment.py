@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 AIR_HU = -1000.0  # fill value of the padding a zoom-out adds
 PARAMS = "params train.augment"

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dsnet.core.errors import InputError
 from dsnet.data import augment as aug
 from dsnet.data.contract import DataDir
-from dsnet.errors import InputError
 from dsnet.io import boxes_to_model, read_slice, resampled_shape, to_model_input, window
 
 

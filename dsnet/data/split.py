@@ -27,10 +27,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from dsnet.core.errors import InputError
+from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.classes import CLASS_NAMES
 from dsnet.data.contract import DataDir
-from dsnet.errors import InputError
-from dsnet.fsutil import atomic_write_json
 
 
 def patient_hash(patient_id: str, seed: int) -> float:

@@ -1,6 +1,8 @@
 """Reading CT like a radiology tool: DICOM slices to HU, model input, de-identification.
 
 numpy + pydicom (+ scipy) only; no torch, models or tracking.
+
+May import: dsnet.core
 """
 
 from dsnet.io.deid import deidentify, patient_date_shift, pseudo_uid, pseudonym

@@ -40,7 +40,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 REMOVED_KEYWORDS = frozenset(
     {

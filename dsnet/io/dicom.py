@@ -24,7 +24,7 @@ from pydicom.pixels import apply_rescale, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import IS, DSfloat
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 MAX_PIXEL_SPACING_MM = 5.0
 """Largest in-plane pixel spacing accepted as an axial CT slice (mm)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.io.dicom import CTSlice, read_slice
 
 

@@ -1,4 +1,12 @@
-"""DSNet models: attention modules (DS, SE, SK), backbones and the Faster R-CNN builder."""
+"""DSNet models: attention (DS, SE, SK), backbones, detector, checkpoints, HU baseline.
+
+`checkpoint` builds a detector from its stored config; `hu_baseline` is the classifier
+screening uses without a model.
+
+torch/torchvision; no files other than checkpoints, no MLflow, DVC or KFP.
+
+May import: dsnet.core, dsnet.data
+"""
 
 from dsnet.models.attention import ATTENTIONS
 from dsnet.models.backbones import BACKBONES

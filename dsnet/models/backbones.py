@@ -36,7 +36,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.models.attention import build_attention
 
 BACKBONES = ("resnet50", "vgg16", "mobilenet_v3")

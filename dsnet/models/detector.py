@@ -26,10 +26,10 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
+from dsnet.core.torchfile import load_torch_file
 from dsnet.models.attention import ATTENTIONS
 from dsnet.models.backbones import BACKBONES, build_backbone, imagenet_key_to_detector
-from dsnet.torchfile import load_torch_file
 
 logger = logging.getLogger(__name__)
 

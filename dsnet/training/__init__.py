@@ -1,7 +1,8 @@
-"""Building blocks of the training step (`dsnet.train.train`).
+"""The training step (`dsnet.training.train.train`) and its building blocks.
 
-``device`` picks the device and CPU threads, ``distributed`` wraps torchrun/DDP,
-``optim`` builds SGD and the warm-up + multistep schedule, ``data`` the loaders,
-``loop`` runs one epoch, ``resume`` saves and restores the resume state, ``history``
-writes the per-epoch CSV and ``progress`` draws the progress bar.
+``distributed`` wraps torchrun/DDP, ``optim`` builds SGD and the warm-up + multistep
+schedule, ``data`` the loaders, ``loop`` runs one epoch, ``resume`` saves and restores the
+resume state, ``history`` writes the per-epoch CSV and ``progress`` draws the progress bar.
+
+May import: dsnet.core, dsnet.io, dsnet.data, dsnet.models, dsnet.tracking, dsnet.inference
 """

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
+from dsnet.data.dataset import collate
 from dsnet.training.distributed import DistContext
 
 
@@ -44,8 +45,6 @@ def build_train_loader(
         InputError: A batch size or worker count out of range.
 
     """
-    from dsnet.data.dataset import collate
-
     if int(batch_size) < 1:
         raise InputError("train.batch_size", f"must be at least 1, got {batch_size}")
     if int(workers) < 0:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dsnet.fsutil import atomic_write_text
+from dsnet.core.fsutil import atomic_write_text
 
 LOSS_COMPONENTS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 CSV_COLUMNS = ("epoch", "loss", *LOSS_COMPONENTS, "lr", "images_per_s")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 from dsnet.training.distributed import DistContext, all_ranks_true, sum_across_ranks
 from dsnet.training.history import LOSS_COMPONENTS
 from dsnet.training.progress import TrainingProgress

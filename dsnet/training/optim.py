@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dsnet.errors import InputError
+from dsnet.core.errors import InputError
 
 WARMUP_START_FACTOR = 0.001
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsnet.errors import InputError
-from dsnet.fsutil import atomic_path
-from dsnet.torchfile import load_torch_file
+from dsnet.core.errors import InputError
+from dsnet.core.fsutil import atomic_path
+from dsnet.core.torchfile import load_torch_file
 
 RESUME_FORMAT = "dsnet-resume/1"
 

@@ -1,0 +1,107 @@
+"""Parameters: `params.yaml` (the single place for knobs), profiles and overrides.
+
+A profile is another YAML file deep-merged over the base (e.g. ``params/paper.yaml``);
+overrides are ``section.key=value`` strings parsed as YAML scalars, as in
+``dvc exp run -S train.epochs=3``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsnet.core.errors import InputError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Return `base` with `overlay` merged in; nested mappings merge, other values replace."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: str | PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping, raising `InputError` naming the file when it is unusable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(path, f"invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a mapping of sections at the top level")
+    return data
+
+
+def apply_override(params: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override in place (value parsed as YAML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise InputError(override, "override must look like section.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = params
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(override, f"'{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_params(
+    files: Sequence[str | PathLike[str]] | None = None,
+    overrides: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Load and merge parameter files, then apply overrides.
+
+    Args:
+        files: YAML files merged in order; later files win. Defaults to ``params.yaml``.
+        overrides: ``section.key=value`` strings applied last.
+
+    Returns:
+        The merged parameters as a plain dict.
+    """
+    params: dict[str, Any] = {}
+    for file in files or [DEFAULT_PARAMS]:
+        params = deep_merge(params, read_yaml(file))
+    for override in overrides:
+        apply_override(params, override)
+    return params
+
+
+def section(params: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Return the mapping ``params[name]`` (empty if absent), checking its type."""
+    value = params.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"params.{name}", "expected a mapping")
+    return dict(value)
+
+
+def params_hash(params: Mapping[str, Any], sections: Iterable[str] | None = None) -> str:
+    """A short stable hash of (selected sections of) the parameters, for lineage tags."""
+    chosen = {k: params[k] for k in sorted(sections or params) if k in params}
+    blob = json.dumps(chosen, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]

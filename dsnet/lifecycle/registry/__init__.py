@@ -1,0 +1,1 @@
+"""The model registry, in parts (docs/lifecycle.md)."""

@@ -1,0 +1,39 @@
+"""Point the clients of a pipeline step at the cluster's MLflow server and S3 endpoint.
+
+KFP passes service addresses as run parameters (they differ between clusters), while the
+credentials arrive as environment variables from Kubernetes Secrets. A component calls
+:func:`use_services` first, so `dsnet.tracking.runs`, boto3 and DVC see one consistent setup.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def service_env(mlflow_tracking_uri: str = "", s3_endpoint_url: str = "") -> dict[str, str]:
+    """The environment variables that MLflow, boto3 and DVC read; empty values are left out.
+
+    Args:
+        mlflow_tracking_uri: MLflow tracking server, e.g.
+            ``http://mlflow.dsnet.svc.cluster.local:5000`` (``MLFLOW_TRACKING_URI``).
+        s3_endpoint_url: S3-compatible endpoint such as MinIO (``MLFLOW_S3_ENDPOINT_URL``
+            and ``AWS_ENDPOINT_URL``).
+
+    Returns:
+        Variable name -> value.
+
+    """
+    env: dict[str, str] = {}
+    if mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    if s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
+        env["AWS_ENDPOINT_URL"] = s3_endpoint_url
+    return env
+
+
+def use_services(mlflow_tracking_uri: str = "", s3_endpoint_url: str = "") -> dict[str, str]:
+    """Set :func:`service_env` in this process's environment and return what was set."""
+    env = service_env(mlflow_tracking_uri, s3_endpoint_url)
+    os.environ.update(env)
+    return env

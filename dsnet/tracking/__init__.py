@@ -1,0 +1,7 @@
+"""MLflow run tracking and lineage: the runs of the pipeline steps and what they record.
+
+`runs` opens runs (`start_run`), configures MLflow and computes the lineage tags (git
+SHA, DVC data version, params hash).
+
+May import: dsnet.core
+"""

@@ -1,0 +1,394 @@
+"""MLflow run tracking: the one module that opens MLflow runs for the pipeline steps.
+
+A step wraps its work in :func:`start_run` and logs through the returned tracker::
+
+    with start_run(step="train", params=params, tags=lineage_tags(data_dir, params)) as run:
+        run.log_metrics({"loss": 0.7}, step=epoch)
+        run.log_artifact("plots/train_loss.csv", "plots")
+        run.run_id
+
+Where the runs go:
+
+- ``MLFLOW_TRACKING_URI`` names the store; unset, it is ``sqlite:///mlflow.db`` in the
+  working directory with artifacts under ``./mlartifacts`` (no server needed).
+- With a tracking server (``http://...``) the server's artifact root decides where
+  artifacts go (S3 with ``MLFLOW_S3_ENDPOINT_URL``: MinIO in production, moto in tests).
+  The server is probed first, with a short timeout, so an unreachable server fails in
+  seconds with one line instead of retrying for minutes.
+- ``MLFLOW_EXPERIMENT_NAME`` picks the experiment (default ``dsnet``).
+- ``DSNET_TRACKING=off`` turns tracking off: :func:`start_run` yields a tracker whose
+  methods do nothing and whose ``run_id`` is ``None``.
+
+Lineage (:func:`lineage_tags`): ``git_sha`` of the working tree, ``data_version`` = the
+DVC hash of the data dir and ``params_hash`` of the parameters that shape the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import mlflow
+import yaml
+from dvc.ignore import DvcIgnoreFilter
+from dvc_data.hashfile.build import build
+from dvc_data.hashfile.db.local import LocalHashFileDB
+from dvc_objects.fs.local import LocalFileSystem
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+from dsnet import __version__
+from dsnet.core.config import params_hash
+from dsnet.core.errors import InputError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlartifacts"
+DEFAULT_EXPERIMENT = "dsnet"
+LINEAGE_KEYS = ("git_sha", "data_version", "params_hash")
+# Parameter sections that do not change the trained model (gate thresholds) are left out
+# of the lineage hash, so re-gating with other thresholds keeps the same params_hash.
+NON_MODEL_SECTIONS = frozenset({"register"})
+PROBE_TIMEOUT_S = 5.0
+
+
+def tracking_enabled() -> bool:
+    """Whether runs are tracked (``DSNET_TRACKING`` is not ``off``/``0``/``false``)."""
+    return os.environ.get("DSNET_TRACKING", "on").strip().lower() not in {"off", "0", "false"}
+
+
+def tracking_uri() -> str:
+    """Return the tracking URI in effect: ``MLFLOW_TRACKING_URI`` or the SQLite default.
+
+    The default ``sqlite:///mlflow.db`` is made absolute (in the working directory), so a
+    process that changes directory keeps using the same store.
+
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == DEFAULT_TRACKING_URI:
+        uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+    return uri
+
+
+def configure_mlflow() -> str:
+    """Point MLflow at :func:`tracking_uri`, bounding HTTP retries; return the URI.
+
+    Raises:
+        InputError: The tracking server does not answer its health check.
+
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Check that the MLflow server at `uri` answers ``GET /health`` within `timeout`.
+
+    Raises:
+        InputError: Naming ``MLFLOW_TRACKING_URI`` and the connection problem.
+
+    """
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as reply:
+            if reply.status != 200:
+                raise InputError("MLFLOW_TRACKING_URI", f"{uri} answered HTTP {reply.status}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputError(
+            "MLFLOW_TRACKING_URI", f"tracking server {uri} unreachable ({reason})"
+        ) from None
+
+
+def ensure_experiment(name: str | None = None) -> str:
+    """Return the id of experiment `name` (default ``MLFLOW_EXPERIMENT_NAME`` or ``dsnet``).
+
+    A new experiment on a local store gets its artifacts under ``./mlartifacts``; on a
+    server it uses the server's artifact root. An S3 artifact root needs credentials,
+    which are checked here so a missing key fails with one clear line.
+    """
+    client = mlflow.MlflowClient()
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if not tracking_uri().startswith(("http://", "https://", "databricks")):
+            location = (Path.cwd() / DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created by a concurrent process in the meantime
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+        experiment = client.get_experiment(experiment_id)
+    ensure_artifact_credentials(experiment.artifact_location)
+    return experiment.experiment_id
+
+
+def ensure_artifact_credentials(artifact_uri: str) -> None:
+    """Fail clearly when artifacts go to S3 but no AWS credentials are configured.
+
+    Raises:
+        InputError: Naming ``AWS_ACCESS_KEY_ID`` when boto3 finds no credentials.
+
+    """
+    if not str(artifact_uri).startswith("s3://"):
+        return
+
+    if boto3.session.Session().get_credentials() is None:
+        raise InputError(
+            "AWS_ACCESS_KEY_ID",
+            f"no S3 credentials for the artifact store {artifact_uri}; set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY (and MLFLOW_S3_ENDPOINT_URL for MinIO)",
+        )
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys: ``{"train": {"lr": 0.01}}`` → ``train.lr``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Keep the finite numbers of `metrics` (nested mappings flattened), as floats.
+
+    Lists (confusion matrices, curves) and strings are left out: they belong in artifacts.
+    """
+    kept = {}
+    for key, value in flatten(metrics).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(value):
+            kept[key] = float(value)
+    return kept
+
+
+class NullTracker:
+    """The tracker used when tracking is off: every method does nothing."""
+
+    run_id: str | None = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Do nothing."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Do nothing."""
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Do nothing."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Do nothing."""
+
+
+class RunTracker:
+    """Logs to one MLflow run through ``MlflowClient`` (no global active-run state).
+
+    Args:
+        run_id: The MLflow run to log to.
+
+    """
+
+    def __init__(self, run_id: str) -> None:
+
+        self.run_id: str | None = run_id
+        self._client = mlflow.MlflowClient()
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log the finite numeric values of `metrics` (nested keys dotted) at `step`."""
+        values = numeric_metrics(metrics)
+        if not values:
+            return
+        stamp = _now_ms()
+        batch = [Metric(k, v, stamp, step or 0) for k, v in values.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log `params` flattened to dotted keys (values as strings)."""
+        flat = flatten(params)
+        batch = [Param(k, _param_value(v)) for k, v in sorted(flat.items())]
+        for start in range(0, len(batch), 100):  # MLflow accepts 100 params per batch
+            self._client.log_batch(self.run_id, params=batch[start : start + 100])
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's files, to the run's artifacts under `artifact_path`."""
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path or path.name)
+        else:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set string tags on the run."""
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@contextlib.contextmanager
+def start_run(
+    step: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> Iterator[RunTracker | NullTracker]:
+    """Open an MLflow run for one pipeline step and close it with the step's outcome.
+
+    The run gets `params` (flattened, plus the resolved config as ``config/params.yaml``),
+    `tags` (e.g. :func:`lineage_tags`) and system tags (``dsnet.step``, host, Python).
+    It ends ``FINISHED``, or ``FAILED`` when the block raises.
+
+    Args:
+        step: Pipeline step name (``train``, ``evaluate``, ...), also the run name.
+        params: Resolved parameters of the step.
+        tags: Extra run tags.
+        run_id: Resume this existing run instead of creating one (params are not re-logged).
+
+    Yields:
+        A :class:`RunTracker`, or a :class:`NullTracker` when ``DSNET_TRACKING=off``.
+
+    """
+    if not tracking_enabled():
+        yield NullTracker()
+        return
+
+    configure_mlflow()
+    client = mlflow.MlflowClient()
+    if run_id is None:
+        run = client.create_run(
+            ensure_experiment(), run_name=step, tags={**system_tags(step), **(tags or {})}
+        )
+        tracker = RunTracker(run.info.run_id)
+        if params:
+            tracker.log_params(params)
+            _log_config(tracker, params)
+    else:
+        client.update_run(run_id, status="RUNNING")
+        tracker = RunTracker(run_id)
+        if tags:
+            tracker.set_tags(tags)
+    try:
+        yield tracker
+    except BaseException:
+        client.set_terminated(tracker.run_id, status="FAILED")
+        raise
+    client.set_terminated(tracker.run_id, status="FINISHED")
+
+
+def system_tags(step: str) -> dict[str, str]:
+    """Tags describing where a run ran: step, user, host, Python and platform."""
+    return {
+        "dsnet.step": step,
+        "dsnet.version": __version__,
+        "mlflow.user": getpass.getuser(),
+        "mlflow.runName": step,
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.git.commit": git_sha(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def lineage_tags(data_dir: str | os.PathLike[str], params: Mapping[str, Any]) -> dict[str, str]:
+    """Lineage of a model: code, data and parameter versions.
+
+    Args:
+        data_dir: The data dir the model was trained/evaluated on.
+        params: The resolved parameters.
+
+    Returns:
+        ``{"git_sha": HEAD commit or "unknown", "data_version": DVC hash of data_dir
+        ("<md5>.dir"), "params_hash": 16-hex hash of every section but register}``.
+
+    """
+    model_sections = [name for name in params if name not in NON_MODEL_SECTIONS]
+    return {
+        "git_sha": git_sha(),
+        "data_version": data_version(data_dir),
+        "params_hash": params_hash(params, model_sections),
+    }
+
+
+def git_sha(cwd: str | os.PathLike[str] | None = None) -> str:
+    """Return the commit checked out in `cwd`'s git work tree.
+
+    Outside a work tree (e.g. in the container image, which has no git) the commit comes
+    from env ``DSNET_GIT_SHA`` (the image's build revision); ``unknown`` when neither is set.
+    """
+    fallback = os.environ.get("DSNET_GIT_SHA") or "unknown"
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return fallback
+    return result.stdout.strip() if result.returncode == 0 else fallback
+
+
+def data_version(data_dir: str | os.PathLike[str]) -> str:
+    """Hash a data dir exactly as ``dvc add``/``dvc repro`` do.
+
+    DVC identifies a directory by the md5 of its ``.dir`` manifest (the sorted list of
+    relative paths and file md5s), written ``<md5>.dir`` in ``dvc.lock`` / ``*.dvc``.
+    This builds the same tree object with dvc-data (honouring ``.dvcignore`` of the
+    enclosing DVC repo), so the tag matches ``dvc.lock`` whether or not DVC ran the step.
+
+    Raises:
+        InputError: `data_dir` is not a folder.
+
+    """
+    path = Path(data_dir).resolve()
+    if not path.is_dir():
+        raise InputError(data_dir, "data dir not found")
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory(prefix="dsnet-dvc-hash-") as scratch:
+        odb = LocalHashFileDB(fs, scratch)
+        _, _, obj = build(odb, str(path), fs, "md5", ignore=_dvcignore(path), dry_run=True)
+    return obj.hash_info.value
+
+
+def _dvcignore(path: Path) -> Any:
+    """Return the ``.dvcignore`` filter of the DVC repo enclosing `path`, or ``None``."""
+    root = next((p for p in (path, *path.parents) if (p / ".dvc").is_dir()), None)
+    if root is None or not (root / ".dvcignore").is_file():
+        return None
+
+    return DvcIgnoreFilter(LocalFileSystem(), str(root))
+
+
+def _log_config(tracker: RunTracker, params: Mapping[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="dsnet-config-") as scratch:
+        config = Path(scratch) / "params.yaml"
+        config.write_text(yaml.safe_dump(dict(params), sort_keys=False), encoding="utf-8")
+        tracker.log_artifact(config, "config")
+
+
+def _param_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    text = text.removesuffix("\n...").removesuffix("...").strip()
+    return text[:6000]
+
+
+def _now_ms() -> int:
+
+    return int(time.time() * 1000)
