@@ -220,13 +220,20 @@ def log_pyfunc(
     import mlflow
 
     from dsnet.predict import inference_settings
-    from dsnet.tracking import configure_mlflow, ensure_artifact_credentials, ensure_experiment
+    from dsnet.tracking import (
+        configure_mlflow,
+        ensure_artifact_credentials,
+        ensure_experiment,
+        pipeline_tags,
+    )
 
     configure_mlflow()
     settings = inference_settings(params)
     config = {"decision_threshold": settings["threshold"], "device": settings["device"]}
     if run_id is None:
-        active = mlflow.start_run(experiment_id=ensure_experiment(), run_name="register")
+        active = mlflow.start_run(
+            experiment_id=ensure_experiment(), run_name="register", tags=pipeline_tags()
+        )
     else:
         run = mlflow.MlflowClient().get_run(run_id)
         ensure_artifact_credentials(mlflow.get_experiment(run.info.experiment_id).artifact_location)

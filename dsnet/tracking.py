@@ -297,8 +297,18 @@ def start_run(
     client.set_terminated(tracker.run_id, status="FINISHED")
 
 
+# Where a pipeline run came from: env variable -> MLflow tag (set by the pipeline's steps,
+# `dsnet.pipelines.services.use_services`, and passed on to TrainJob nodes).
+PIPELINE_TAG_ENV = {"DSNET_KFP_RUN_ID": "kfp.run_id", "DSNET_PIPELINE_VERSION": "kfp.pipeline_version"}
+
+
+def pipeline_tags() -> dict[str, str]:
+    """The KFP run id and pipeline version from the environment, as tags (none outside KFP)."""
+    return {tag: os.environ[env] for env, tag in PIPELINE_TAG_ENV.items() if os.environ.get(env)}
+
+
 def system_tags(step: str) -> dict[str, str]:
-    """Tags describing where a run ran: step, user, host, Python and platform."""
+    """Tags describing where a run ran: step, user, host, Python, platform, KFP run."""
     import getpass
 
     from dsnet import __version__
@@ -313,6 +323,7 @@ def system_tags(step: str) -> dict[str, str]:
         "host": platform.node(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        **pipeline_tags(),
     }
 
 
