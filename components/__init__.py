@@ -25,7 +25,9 @@ from pathlib import Path
 import yaml
 from kfp import dsl
 
-IMAGE_SETTING = Path(__file__).resolve().parents[1] / "infra" / "k8s" / "image" / "kustomization.yaml"
+IMAGE_SETTING = (
+    Path(__file__).resolve().parents[1] / "infra" / "k8s" / "image" / "kustomization.yaml"
+)
 
 
 def image_reference(setting: Path = IMAGE_SETTING) -> str:

@@ -6,9 +6,7 @@ from components import dsnet_component
 
 
 @dsnet_component
-def placement(
-    gpu_count: int, gpu_type: str, gpu_node_selector: dict
-) -> NamedTuple(
+def placement(gpu_count: int, gpu_type: str, gpu_node_selector: dict) -> NamedTuple(
     "Outputs",
     [
         ("accelerator", str),

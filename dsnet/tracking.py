@@ -299,7 +299,10 @@ def start_run(
 
 # Where a pipeline run came from: env variable -> MLflow tag (set by the pipeline's steps,
 # `dsnet.pipelines.services.use_services`, and passed on to TrainJob nodes).
-PIPELINE_TAG_ENV = {"DSNET_KFP_RUN_ID": "kfp.run_id", "DSNET_PIPELINE_VERSION": "kfp.pipeline_version"}
+PIPELINE_TAG_ENV = {
+    "DSNET_KFP_RUN_ID": "kfp.run_id",
+    "DSNET_PIPELINE_VERSION": "kfp.pipeline_version",
+}
 
 
 def pipeline_tags() -> dict[str, str]:

@@ -228,12 +228,18 @@ def retraining(
         patients = cached(sized(split(data=data, params=params), "data"), True)
         patient_split = patients.outputs["patient_split"]
         services = {"mlflow_tracking_uri": mlflow_tracking_uri, "s3_endpoint_url": s3_endpoint_url}
-        placing = {"gpu_count": gpu_count, "gpu_type": gpu_type, "gpu_node_selector": gpu_node_selector}
+        placing = {
+            "gpu_count": gpu_count,
+            "gpu_type": gpu_type,
+            "gpu_node_selector": gpu_node_selector,
+        }
         with dsl.If(distributed == False, "single-node"):  # noqa: E712
             # in the group of the tasks it places: the compiler passes a task output into a
             # nested group's inputs only when a task *argument* uses it, not a resource
             where = cached(sized(placement(**placing), "small"), True)
-            trained = train(data=data, patient_split=patient_split, params=params, **services, **RUN)
+            trained = train(
+                data=data, patient_split=patient_split, params=params, **services, **RUN
+            )
             cached(retried(needs_s3(needs_mlflow(placed(trained, where, "gpus")))), True)
             evaluate_and_register(
                 trained.outputs["model"], data, patient_split, params,
@@ -366,7 +372,9 @@ def dsnet_pipeline(
             s3_endpoint_url=s3_endpoint_url,
         )
         cached(retried(needs_s3(sized(fetched, "data"))), False)  # a branch moves: never cached
-        retraining(data=fetched.outputs["data"], data_version=fetched.outputs["Output"], **downstream)
+        retraining(
+            data=fetched.outputs["data"], data_version=fetched.outputs["Output"], **downstream
+        )
     # ---- data intake (optional): new inbox batches become a data version first ----
     with dsl.Else("dvc-data-repo-after-intake"):
         versioned = version_data(
@@ -388,4 +396,6 @@ def dsnet_pipeline(
             s3_endpoint_url=s3_endpoint_url,
         )
         cached(retried(needs_s3(sized(fetched, "data"))), True)  # a commit never moves
-        retraining(data=fetched.outputs["data"], data_version=fetched.outputs["Output"], **downstream)
+        retraining(
+            data=fetched.outputs["data"], data_version=fetched.outputs["Output"], **downstream
+        )

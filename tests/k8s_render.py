@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -165,12 +166,12 @@ def step_pod(spec: dict, platform: dict, executor: str, placement: dict | None =
             substitutes for the ``pipelinechannel--placement-*`` inputs.
     """
     container_spec = spec["deploymentSpec"]["executors"][executor]["container"]
-    values = {f"pipelinechannel--placement-{k}": v for k, v in (placement or {}).items()}
 
     def resolve(text: Any) -> Any:
-        if isinstance(text, str) and text.startswith("{{$.inputs.parameters['"):
-            return values[text[len("{{$.inputs.parameters['") : -len("']}}")]]
-        return text
+        channel = re.fullmatch(
+            r"\{\{\$\.inputs\.parameters\['pipelinechannel--placement(?:-\d+)?-(\w+)'\]\}\}", text
+        )
+        return placement[channel.group(1)] if channel else text
 
     resources: dict[str, dict] = {"requests": {}, "limits": {}}
     found = container_spec.get("resources", {})

@@ -408,7 +408,7 @@ def test_network_policies_open_exactly_the_intended_flows(rendered):
     assert not allowed(("default", pod["mlflow"]), "postgres", 5432)
 
 
-# ---- the GPU overlay and the PyTorchJob generator ---------------------------------------------
+# ---- the GPU overlay and the TrainJob generator ---------------------------------------------
 
 
 def test_gpu_overlay_trains_on_the_gpu_pool(rendered):

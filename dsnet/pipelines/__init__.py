@@ -9,7 +9,9 @@ only exist in the pipeline, one function here:
 - `dsnet.pipelines.retraining`: whether the data changed since the champion was trained;
 - `dsnet.pipelines.reports`: Markdown and KFP confusion-matrix views of ``metrics.json``;
 - `dsnet.pipelines.services`: point MLflow, S3 and DVC clients at the cluster services;
-- `dsnet.pipelines.pytorchjob`: run ``dsnet train`` as a PyTorchJob and wait for it.
+- `dsnet.pipelines.placement`: a run's GPU count as pod resources, tolerations, selector;
+- `dsnet.pipelines.model_artifact`: what of training's output the ``Model`` artifact holds;
+- `dsnet.pipelines.trainjob`: run ``dsnet train`` as a Kubeflow Trainer TrainJob and wait.
 
 And the commands ``dsnet pipeline run | schedule | local`` use:
 

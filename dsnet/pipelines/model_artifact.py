@@ -20,7 +20,9 @@ MODEL_FILES = ("model.pt", "train_run.json")
 MODEL_DIRS = ("plots",)
 
 
-def publish_model(train_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str]) -> list[str]:
+def publish_model(
+    train_dir: str | os.PathLike[str], model_dir: str | os.PathLike[str]
+) -> list[str]:
     """Copy the checkpoint, its training record and plots from `train_dir` into `model_dir`.
 
     Args:

@@ -1,6 +1,7 @@
 """Point the clients of a pipeline step at the cluster's MLflow server and S3 endpoint.
 
-KFP passes service addresses as run parameters (they differ between clusters), while the
+KFP passes service addresses as run parameters (defaults: the stack's Services in the
+steps' own namespace), while the
 credentials arrive as environment variables from Kubernetes Secrets. A component calls
 :func:`use_services` first, so `dsnet.tracking`, boto3 and DVC see one consistent setup.
 """
