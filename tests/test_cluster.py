@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import io
 import re
 import tomllib
 from pathlib import Path
 
 import pytest
+from dockerfile_parse import DockerfileParser
 from k8s_render import (
     NAMESPACE,
     PROFILE_NAMESPACE,
@@ -348,12 +350,17 @@ def _programs_called(paths: list[Path]) -> set[str]:
 
 def _image_programs() -> set[str]:
     """Programs of the runtime image: base image, its apt packages, the venv's scripts."""
-    dockerfile = (REPO / "infra" / "docker" / "Dockerfile").read_text()
-    runtime = dockerfile[dockerfile.index("AS runtime") :]
+    parser = DockerfileParser(
+        fileobj=io.BytesIO((REPO / "infra" / "docker" / "Dockerfile").read_bytes())
+    )
+    stages = [i for i, step in enumerate(parser.structure) if step["instruction"] == "FROM"]
+    runtime = parser.structure[stages[-1] :]
     packages = set()
-    for command in re.findall(r"apt-get install ([^\n&]*(?:\\\n[^\n&]*)*)", runtime):
-        words = command.replace("\\", " ").split()
-        packages |= {w for w in words if not w.startswith("-")}
+    for step in (i for i in runtime if i["instruction"] == "RUN"):
+        for command in step["value"].split("&&"):
+            words = command.split()
+            if words[:2] == ["apt-get", "install"]:
+                packages |= {w for w in words[2:] if not w.startswith("-")}
     provides = {"git": {"git"}, "openssh-client": {"ssh"}, "ca-certificates": set()}
     programs = {"sh", "bash", "python", "python3"}  # python:3.11-slim-bookworm
     for package in packages:
