@@ -6,9 +6,11 @@ Each component is a lightweight Python component running in the ``dsnet`` image
 The function body imports `dsnet` and calls one step function; the component source is
 embedded in the compiled pipeline.
 
-The image comes from one setting, the environment variable ``DSNET_IMAGE`` read once
-here at compile time (default :data:`DEFAULT_IMAGE`); compile with your registry's tag:
-``DSNET_IMAGE=registry.example.org/dsnet:1.2.0 python pipeline/compile.py``.
+The image is named once, in ``infra/k8s/image/kustomization.yaml`` (the kustomize
+component both overlays use); it is read here at compile time (:data:`DEFAULT_IMAGE`).
+``DSNET_IMAGE`` overrides it for one compile (tests, CI). Registry credentials: the
+Secrets named in ``DSNET_IMAGE_PULL_SECRETS`` (comma-separated, default none) become
+``imagePullSecrets`` of every step and of the TrainJob nodes.
 
 Platform settings (GPUs, node selectors, tolerations, secrets, volumes, caching) are not
 set here: the pipeline attaches them to the tasks (``pipeline/dsnet_pipeline.py``).
@@ -18,11 +20,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
+import yaml
 from kfp import dsl
 
-DEFAULT_IMAGE = "registry.example.com/dsnet:0.1.0"
+IMAGE_SETTING = (
+    Path(__file__).resolve().parents[1] / "infra" / "k8s" / "image" / "kustomization.yaml"
+)
+
+
+def image_reference(setting: Path = IMAGE_SETTING) -> str:
+    """The ``dsnet`` image of the kustomize component: ``newName:newTag``."""
+    images = yaml.safe_load(setting.read_text(encoding="utf-8"))["images"]
+    (entry,) = [image for image in images if image["name"] == "dsnet"]
+    return f"{entry['newName']}:{entry['newTag']}"
+
+
+DEFAULT_IMAGE = image_reference()
 BASE_IMAGE = os.environ.get("DSNET_IMAGE") or DEFAULT_IMAGE
+IMAGE_PULL_SECRETS = [s for s in os.environ.get("DSNET_IMAGE_PULL_SECRETS", "").split(",") if s]
 
 
 def dsnet_component(func: Callable) -> Callable:

@@ -1,13 +1,13 @@
 """Component ``check_data_changed``: train only when the data changed since the champion."""
 
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+from kfp.dsl import Artifact, Input, Markdown, Output
 
 from components import dsnet_component
 
 
 @dsnet_component
 def check_data_changed(
-    data: Input[Dataset],
+    data_version: str,
     params: Input[Artifact],
     force: bool,
     mlflow_tracking_uri: str,
@@ -16,7 +16,8 @@ def check_data_changed(
     """Compare the data's DVC hash with the champion's data_version tag.
 
     Args:
-        data: The fetched or generated data dir.
+        data_version: DVC hash of the data dir, as the step that produced it computed it
+            (no download of the data here).
         params: The run's parameters (register.model_name).
         force: Retrain even when the data did not change.
         mlflow_tracking_uri: MLflow tracking server with the model registry.
@@ -30,10 +31,9 @@ def check_data_changed(
     from dsnet.core.fsutil import atomic_write_text
     from dsnet.platform.retraining import decision_markdown, retraining_decision
     from dsnet.platform.services import use_services
-    from dsnet.tracking.runs import data_version
 
     use_services(mlflow_tracking_uri)
-    verdict = retraining_decision(data_version(data.path), load_params([params.path]), force)
+    verdict = retraining_decision(data_version, load_params([params.path]), force)
     atomic_write_text(decision.path, decision_markdown(verdict))
     decision.metadata.update({k: v for k, v in verdict.items() if v is not None})
     print(verdict["reason"])

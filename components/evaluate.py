@@ -22,6 +22,8 @@ def evaluate(
     params: Input[Artifact],
     mlflow_tracking_uri: str,
     s3_endpoint_url: str,
+    kfp_run_id: str,
+    pipeline_version: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
@@ -35,7 +37,9 @@ def evaluate(
         patient_split: split.json.
         params: The run's parameters (sections preprocess, evaluate).
         mlflow_tracking_uri: MLflow tracking server.
-        s3_endpoint_url: S3 endpoint of MLflow's artifact store (MinIO).
+        s3_endpoint_url: S3 endpoint of MLflow's artifact store.
+        kfp_run_id: The KFP run id (tag kfp.run_id of the MLflow runs this step starts).
+        pipeline_version: The compiled pipeline's version (tag kfp.pipeline_version).
         evaluation: Folder with metrics.json and plots/ (PR curves, confusion, loss).
         metrics: mAP50, recall, accuracy, FPS, patient accuracy, HU baseline.
         confusion: True class x answer (plus missed), for the KFP UI.
@@ -51,7 +55,7 @@ def evaluate(
     from dsnet.platform.services import use_services
     from dsnet.tracking.runs import numeric_metrics
 
-    use_services(mlflow_tracking_uri, s3_endpoint_url)
+    use_services(mlflow_tracking_uri, s3_endpoint_url, kfp_run_id, pipeline_version)
     plots = os.path.join(evaluation.path, "plots")
     os.makedirs(plots, exist_ok=True)
     loss_csv = os.path.join(model.path, "plots", "train_loss.csv")

@@ -16,6 +16,8 @@ def register(
     params: Input[Artifact],
     mlflow_tracking_uri: str,
     s3_endpoint_url: str,
+    kfp_run_id: str,
+    pipeline_version: str,
     receipt: Output[Artifact],
     summary: Output[Markdown],
 ) -> NamedTuple("Outputs", [("gate", str), ("version", int), ("model_uri", str)]):
@@ -28,7 +30,9 @@ def register(
         patient_split: split.json (the hold-out).
         params: The run's parameters (section register).
         mlflow_tracking_uri: MLflow tracking server with the model registry.
-        s3_endpoint_url: S3 endpoint of MLflow's artifact store (MinIO).
+        s3_endpoint_url: S3 endpoint of MLflow's artifact store.
+        kfp_run_id: The KFP run id (tag kfp.run_id of the MLflow runs this step starts).
+        pipeline_version: The compiled pipeline's version (tag kfp.pipeline_version).
         receipt: register.json: every criterion, the version and its aliases.
         summary: The gate as a Markdown table and the registered version.
 
@@ -46,7 +50,7 @@ def register(
     from dsnet.lifecycle.registry.register import register as register_model
     from dsnet.platform.services import use_services
 
-    use_services(mlflow_tracking_uri, s3_endpoint_url)
+    use_services(mlflow_tracking_uri, s3_endpoint_url, kfp_run_id, pipeline_version)
     metrics_path = os.path.join(evaluation.path, "metrics.json")
     result = register_model(
         os.path.join(model.path, "model.pt"),

@@ -6,16 +6,19 @@ from components import dsnet_component
 
 
 @dsnet_component
-def synth_data(params: Input[Artifact], data: Output[Dataset]):
+def synth_data(params: Input[Artifact], data: Output[Dataset]) -> str:
     """Generate the synthetic data dir (DICOM slices, COCO boxes, DXA T-scores).
 
     Args:
         params: The run's parameters (section synth: patients, seed, slices_per_vertebra).
         data: The data dir; metadata data_version is its DVC hash.
+
+    Returns:
+        The data version (DVC hash), for the retraining check without a download.
     """
     from dsnet.core.config import load_params, section
     from dsnet.synth.generate import synthesize
-    from dsnet.tracking.runs import data_version
+    from dsnet.tracking.lineage import data_version
 
     knobs = section(load_params([params.path]), "synth")
     summary = synthesize(
@@ -28,3 +31,4 @@ def synth_data(params: Input[Artifact], data: Output[Dataset]):
     data.metadata["source"] = "dsnet.synth.generate seed {}".format(knobs["seed"])
     data.metadata["patients"] = summary.patients
     data.metadata["images"] = summary.slices
+    return data.metadata["data_version"]

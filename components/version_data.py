@@ -17,6 +17,8 @@ def version_data(
     params: Input[Artifact],
     mlflow_tracking_uri: str,
     s3_endpoint_url: str,
+    kfp_run_id: str,
+    pipeline_version: str,
     summary: Output[Markdown],
 ) -> NamedTuple("Outputs", [("revision", str), ("data_version", str), ("new_versions", int)]):
     """Ingest the inbox's new batches into the data repository and push each version (dsnet intake).
@@ -29,7 +31,9 @@ def version_data(
         dvc_remote: DVC remote to push to; empty: the repository's default.
         params: The run's parameters (section split: the split carried forward).
         mlflow_tracking_uri: MLflow tracking server (an "intake" run with the data report).
-        s3_endpoint_url: S3 endpoint (MinIO) of the inbox and the DVC remote.
+        s3_endpoint_url: S3 endpoint of the inbox and the DVC remote.
+        kfp_run_id: The KFP run id (tag kfp.run_id of the MLflow runs this step starts).
+        pipeline_version: The compiled pipeline's version (tag kfp.pipeline_version).
         summary: What happened to each batch, and the data version (Markdown).
 
     Returns:
@@ -44,7 +48,7 @@ def version_data(
     from dsnet.platform.services import use_services
     from dsnet.platform.version_data import intake_markdown, version_data_repo
 
-    use_services(mlflow_tracking_uri, s3_endpoint_url)
+    use_services(mlflow_tracking_uri, s3_endpoint_url, kfp_run_id, pipeline_version)
     split = section(load_params([params.path]), "split")
     result, commit = version_data_repo(
         inbox,

@@ -5,10 +5,11 @@ Usage (repository root)::
     python pipeline/compile.py                      # rewrite pipeline/dsnet_pipeline.yaml
     python pipeline/compile.py --out /tmp/p.yaml    # write elsewhere
     python pipeline/compile.py --check              # exit 1 when the committed YAML is stale
-    DSNET_IMAGE=registry.example.org/dsnet:1.2.0 python pipeline/compile.py --out my.yaml
+    DSNET_IMAGE_PULL_SECRETS=dsnet-registry python pipeline/compile.py --out my.yaml
 
-The committed file is compiled with the default image (``components.DEFAULT_IMAGE``);
-compile your own with ``DSNET_IMAGE`` set to the tag you pushed.
+The image is the one ``infra/k8s/image/kustomization.yaml`` names (``components.DEFAULT_IMAGE``,
+the overlays' image too); set it to the tag you pushed and compile your copy
+(docs/operations.md). ``DSNET_IMAGE`` overrides it for one compile; ``--check`` needs it unset.
 """
 
 from __future__ import annotations

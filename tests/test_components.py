@@ -3,7 +3,7 @@
 The components' Python functions run here with real artifacts on local paths; the
 library steps run against real stores: a git + DVC data repository with its remote on a
 moto S3 server, and an MLflow SQLite registry. The one stand-in is the Kubernetes API
-(no cluster here): an in-process CustomObjectsApi with PyTorchJob state transitions.
+(no cluster here): an in-process CustomObjectsApi with TrainJob state transitions.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 from kfp import dsl
@@ -25,27 +24,27 @@ from kubernetes.client.exceptions import ApiException
 from dsnet.core.errors import InputError
 from dsnet.platform.datasource import fetch_dvc_data
 from dsnet.platform.metrics_views import evaluation_markdown, kfp_confusion_matrix
-from dsnet.platform.pytorchjob.run import (
-    TrainingJobError,
-    job_name,
-    job_state,
-    run_pytorchjob,
-    train_distributed,
-)
 from dsnet.platform.retraining import decision_markdown, retraining_decision
 from dsnet.platform.run_params import KNOBS, parse_profile, resolve_run_params
 from dsnet.platform.services import use_services
+from dsnet.platform.trainjob import (
+    TrainingJobError,
+    job_name,
+    job_state,
+    run_trainjob,
+    train_distributed,
+    trainjob_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # components/ is a top-level folder beside dsnet/
+
+from k8s_render import TRAINJOB_SCHEMA  # noqa: E402
 
 from components.gate import gate  # noqa: E402
 from components.resolve_params import resolve_params  # noqa: E402
 from components.synth_data import synth_data  # noqa: E402
 
-PYTORCHJOB_SCHEMA = json.loads(
-    (ROOT / "infra" / "k8s" / "schemas" / "pytorchjob-kubeflow.org-v1.json").read_text()
-)
 K8S_VERSION = "1.30.0"
 METRICS = {
     "map50": 0.71,
@@ -108,7 +107,7 @@ def test_unknown_knob_is_an_input_error(tmp_path):
 
 
 def test_resolve_params_component_writes_yaml_and_its_params_hash(tmp_path, params):
-    from dsnet.tracking.runs import lineage_tags
+    from dsnet.tracking.lineage import lineage_tags
 
     base = tmp_path / "params.yaml"
     base.write_text(yaml.safe_dump(params))
@@ -138,7 +137,7 @@ def test_use_services_sets_clients_environment(monkeypatch):
 
 
 def test_synth_data_component_records_the_dvc_hash(tmp_path):
-    from dsnet.tracking.runs import data_version
+    from dsnet.tracking.lineage import data_version
 
     params_file = tmp_path / "params.yaml"
     params_file.write_text("synth: {patients: 2, seed: 5, slices_per_vertebra: 1}\n")
@@ -310,15 +309,15 @@ def test_gate_component_decides_on_the_thresholds(tmp_path, min_map50, passed, r
     assert "| vs_champion_map50 | 0.7100 | — | skipped |" in text
 
 
-# ------------------------------------------------------------------------ PyTorchJob
+# ------------------------------------------------------------------------ TrainJob
 
 
 class FakeCustomObjectsApi:
     """In-process stand-in for kubernetes.client.CustomObjectsApi (no cluster here).
 
-    Stores created objects; every `get` moves a PyTorchJob one step along `states`
-    (e.g. Created -> Running -> Succeeded), calling `on_success` when it succeeds,
-    as the training operator would after the replicas wrote their outputs.
+    Stores created objects; every `get` moves a TrainJob one step along `states` (e.g.
+    Created -> Complete), calling `on_success` when it completes, as the Trainer controller
+    would after the nodes wrote their outputs.
     """
 
     def __init__(self, states, on_success=None, message=""):
@@ -331,7 +330,7 @@ class FakeCustomObjectsApi:
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.calls.append("create")
-        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
+        assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
         key = (namespace, body["metadata"]["name"])
         if key in self.objects:
             raise ApiException(status=409, reason="AlreadyExists")
@@ -343,18 +342,11 @@ class FakeCustomObjectsApi:
         job = self.objects[(namespace, name)]
         if self.states:
             state = self.states.pop(0)
-            for condition in job["status"]["conditions"]:
-                condition["status"] = "False"
             message = self.message if state == "Failed" else f"job is {state.lower()}"
             job["status"]["conditions"].append(
-                {
-                    "type": state,
-                    "status": "True",
-                    "reason": f"PyTorchJob{state}",
-                    "message": message,
-                }
+                {"type": state, "status": "True", "reason": state, "message": message}
             )
-            if state == "Succeeded" and self.on_success:
+            if state == "Complete" and self.on_success:
                 self.on_success(job)
         return job
 
@@ -364,9 +356,9 @@ class FakeCustomObjectsApi:
 
 
 def _manifest(name="dsnet-train-abc"):
-    from dsnet.platform.pytorchjob.manifest import pytorchjob_manifest
-
-    return pytorchjob_manifest(name, "registry.example.com/dsnet:0.1.0", ["train", "/data/x"])
+    return trainjob_manifest(
+        name, "registry.example.com/dsnet:0.1.0", ["train", "/data/x"], namespace="kubeflow"
+    )
 
 
 def test_job_name_is_stable_per_run_and_a_dns_label():
@@ -374,58 +366,62 @@ def test_job_name_is_stable_per_run_and_a_dns_label():
     assert len(job_name("x" * 500)) <= 63 and job_name("RUN").islower()
 
 
-def test_job_state_reads_the_latest_true_condition():
+def test_job_state_reads_the_terminal_conditions_first():
     assert job_state({}) == ("Pending", "")
     job = {
         "status": {
             "conditions": [
                 {"type": "Created", "status": "True"},
-                {"type": "Running", "status": "False"},
                 {"type": "Failed", "status": "True", "message": "OOMKilled"},
+                {"type": "Complete", "status": "False"},
             ]
         }
     }
     assert job_state(job) == ("Failed", "OOMKilled")
+    job["status"]["conditions"][1]["status"] = "False"
+    assert job_state(job) == ("Created", "")
 
 
-def test_run_pytorchjob_waits_through_the_states_until_succeeded():
-    api = FakeCustomObjectsApi(["Created", "Running", "Running", "Succeeded"])
+def test_run_trainjob_waits_until_complete():
+    api = FakeCustomObjectsApi(["Created", "Created", "Complete"])
     lines: list[str] = []
-    job = run_pytorchjob(api, _manifest(), timeout_s=60, poll_s=0, log=lines.append)
-    assert job_state(job)[0] == "Succeeded"
-    assert api.calls == ["create", "get", "get", "get", "get"]
+    job = run_trainjob(api, _manifest(), timeout_s=60, poll_s=0, log=lines.append)
+    assert job_state(job)[0] == "Complete"
+    assert api.calls == ["create", "get", "get", "get"]
     assert lines == [
-        "created PyTorchJob dsnet/dsnet-train-abc",
-        "PyTorchJob dsnet-train-abc: Created (job is created)",
-        "PyTorchJob dsnet-train-abc: Running (job is running)",  # logged once per change
-        "PyTorchJob dsnet-train-abc: Succeeded (job is succeeded)",
+        "created TrainJob kubeflow/dsnet-train-abc",
+        "TrainJob dsnet-train-abc: Created (job is created)",  # logged once per change
+        "TrainJob dsnet-train-abc: Complete (job is complete)",
     ]
 
 
-def test_run_pytorchjob_reports_a_failure_with_the_operators_message():
-    api = FakeCustomObjectsApi(["Created", "Failed"], message="worker-0 exited with code 137")
-    with pytest.raises(TrainingJobError, match="failed: worker-0 exited with code 137"):
-        run_pytorchjob(api, _manifest(), timeout_s=60, poll_s=0, log=lambda _: None)
+def test_run_trainjob_reports_a_failure_with_the_controllers_message():
+    api = FakeCustomObjectsApi(["Created", "Failed"], message="node-0 exited with code 137")
+    with pytest.raises(TrainingJobError, match="failed: node-0 exited with code 137"):
+        run_trainjob(api, _manifest(), timeout_s=60, poll_s=0, log=lambda _: None)
 
 
-def test_run_pytorchjob_times_out_and_deletes_the_job():
-    api = FakeCustomObjectsApi(["Created", "Running"])  # then stays Running
-    with pytest.raises(TrainingJobError, match="still Running after 0 s; deleted"):
-        run_pytorchjob(api, _manifest(), timeout_s=0.2, poll_s=0.05, log=lambda _: None)
+def test_run_trainjob_times_out_and_deletes_the_job():
+    api = FakeCustomObjectsApi(["Created"])  # then stays Created
+    with pytest.raises(TrainingJobError, match="still Created after 0 s; deleted"):
+        run_trainjob(api, _manifest(), timeout_s=0.2, poll_s=0.05, log=lambda _: None)
     assert api.calls.count("get") >= 3  # kept polling while it ran
     assert api.deleted == ["dsnet-train-abc"] and not api.objects
 
 
 def test_a_retried_step_follows_the_job_it_created():
-    api = FakeCustomObjectsApi(["Created", "Succeeded"])
+    api = FakeCustomObjectsApi(["Created", "Complete"])
     manifest = _manifest()
-    api.create_namespaced_custom_object("kubeflow.org", "v1", "dsnet", "pytorchjobs", manifest)
+    api.create_namespaced_custom_object(
+        "trainer.kubeflow.org", "v1alpha1", "kubeflow", "trainjobs", manifest
+    )
     lines: list[str] = []
-    run_pytorchjob(api, manifest, timeout_s=60, poll_s=0, log=lines.append)
-    assert lines[0] == "PyTorchJob dsnet/dsnet-train-abc exists (a retried step): following it"
+    run_trainjob(api, manifest, timeout_s=60, poll_s=0, log=lines.append)
+    assert lines[0] == "TrainJob kubeflow/dsnet-train-abc exists (a retried step): following it"
+    assert api.calls.count("create") == 2 and len(api.objects) == 1
 
 
-def test_train_distributed_stages_inputs_runs_the_job_and_collects_the_model(tmp_path):
+def _inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     data = tmp_path / "inputs" / "data"
     (data / "dicom").mkdir(parents=True)
     (data / "annotations.json").write_text("{}")
@@ -433,68 +429,70 @@ def test_train_distributed_stages_inputs_runs_the_job_and_collects_the_model(tmp
     split_file.write_text('{"train": ["P1"], "test": ["P2"]}')
     params_file = tmp_path / "inputs" / "params.yaml"
     params_file.write_text("train: {epochs: 1}\n")
+    return data, split_file, params_file
+
+
+def test_train_distributed_stages_inputs_runs_the_job_and_collects_the_model(tmp_path):
+    data, split_file, params_file = _inputs(tmp_path)
     shared = tmp_path / "pvc"
     seen: dict = {}
 
-    def replicas_train(job):  # what `dsnet train` in the replicas leaves on the volume
-        args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0][
-            "args"
-        ]
+    def nodes_train(job):  # what `dsnet train` on the nodes leaves on the volume
+        args = job["spec"]["trainer"]["args"]
         seen["job"] = json.loads(json.dumps(job))
         seen["staged_data"] = sorted(p.name for p in Path(args[3]).iterdir())
         out = Path(args[args.index("--out") + 1])
         (out / "plots").mkdir(parents=True)
         (out / "model.pt").write_bytes(b"weights")
+        (out / "last.ckpt").write_bytes(b"optimizer state")
         (out / "train_run.json").write_text('{"run_id": "r1"}')
         (out / "plots" / "train_loss.csv").write_text("epoch,loss\n1,0.5\n")
 
-    api = FakeCustomObjectsApi(["Created", "Running", "Succeeded"], on_success=replicas_train)
+    api = FakeCustomObjectsApi(["Created", "Complete"], on_success=nodes_train)
     result = train_distributed(
         data, split_file, params_file, tmp_path / "model",
         api=api, run_id="run-42", image="registry.example.com/dsnet:0.1.0",
-        namespace="dsnet", shared_dir=shared, data_pvc="dsnet-data",
-        workers=2, gpus_per_worker=4,
-        env={"MLFLOW_TRACKING_URI": "http://mlflow.dsnet.svc.cluster.local:5000"},
-        env_from_secrets=["s3-credentials"], node_selector={"nvidia.com/gpu.present": "true"},
+        namespace="kubeflow", shared_dir=shared, nodes=3, gpus_per_node=4,
+        node_selector={"pool": "a100"}, image_pull_secrets=["registry"],
+        env={"MLFLOW_TRACKING_URI": "http://mlflow:5000", "DSNET_KFP_RUN_ID": "run-42"},
         poll_s=0, log=lambda _: None,
     )  # fmt: skip
     name = job_name("run-42")
     assert result == {
         "job": name,
-        "namespace": "dsnet",
+        "namespace": "kubeflow",
         "world_size": 12,
         "run_dir": str(shared / "runs" / name),
     }
-    assert (tmp_path / "model" / "model.pt").read_bytes() == b"weights"
-    assert (tmp_path / "model" / "plots" / "train_loss.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "model").rglob("*")) == [
+        "model.pt",
+        "plots",
+        "train_loss.csv",
+        "train_run.json",
+    ]  # fmt: skip  (no last.ckpt in the artifact)
     assert seen["staged_data"] == ["annotations.json", "dicom"]
     assert not (shared / "runs" / name / "data").exists()  # staged copy removed
 
     job = seen["job"]
     job.pop("status")
-    jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).validate(job)
-    specs = job["spec"]["pytorchReplicaSpecs"]
-    assert specs["Worker"]["replicas"] == 2 and job["spec"]["nprocPerNode"] == "4"
-    for role, spec in specs.items():
-        pod = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": role.lower()}}
-        kubernetes_validate.validate(
-            {**pod, "template": spec["template"]}, K8S_VERSION, strict=True
-        )
-        container = spec["template"]["spec"]["containers"][0]
-        run_dir = shared / "runs" / name
-        assert container["args"] == [
-            "--module", "dsnet", "train", str(run_dir / "data"),
-            "--split", str(run_dir / "split.json"),
-            "--out", str(run_dir / "model"), "--plots-dir", str(run_dir / "model" / "plots"),
-            "--params", str(run_dir / "params.yaml"),
-        ]  # fmt: skip
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-        assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.dsnet.svc.cluster.local:5000"
-        volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
-        assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "dsnet-data"
-        assert spec["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    jsonschema.Draft202012Validator(TRAINJOB_SCHEMA).validate(job)
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 4)
+    run_dir = shared / "runs" / name
+    assert trainer["command"] + trainer["args"] == [
+        "torchrun", "--module", "dsnet", "train", str(run_dir / "data"),
+        "--split", str(run_dir / "split.json"),
+        "--out", str(run_dir / "model"), "--plots-dir", str(run_dir / "model" / "plots"),
+        "--params", str(run_dir / "params.yaml"),
+    ]  # fmt: skip
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
+    env = {e["name"]: e["value"] for e in trainer["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["DSNET_KFP_RUN_ID"] == "run-42"  # the nodes' MLflow runs carry it
+    (patch,) = job["spec"]["runtimePatches"]
+    pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]
+    assert pod["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "a100"}
+    assert pod["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "registry"}]
 
 
 def test_train_distributed_failure_keeps_no_model_and_no_staged_data(tmp_path):
@@ -506,12 +504,67 @@ def test_train_distributed_failure_keeps_no_model_and_no_staged_data(tmp_path):
     with pytest.raises(TrainingJobError, match="NCCL timeout"):
         train_distributed(
             data, tmp_path / "split.json", tmp_path / "params.yaml", tmp_path / "model",
-            api=api, run_id="run-7", image="dsnet:1", namespace="dsnet",
-            shared_dir=tmp_path / "pvc", data_pvc="dsnet-data", workers=1, gpus_per_worker=1,
+            api=api, run_id="run-7", image="dsnet:1", namespace="kubeflow",
+            shared_dir=tmp_path / "pvc", nodes=2, gpus_per_node=1,
             poll_s=0, log=lambda _: None,
         )  # fmt: skip
     assert not (tmp_path / "model").exists()
     assert not (tmp_path / "pvc" / "runs" / job_name("run-7") / "data").exists()
+
+
+# ------------------------------------------------------------- placement and the Model artifact
+
+
+def test_placement_component_gpu_count_zero_is_a_cpu_pod():
+    from components.placement import placement
+
+    cpu = placement.python_func(
+        gpu_count=0, gpu_type="nvidia.com/gpu", gpu_node_selector={"a": "b"}
+    )
+    assert (cpu.accelerator, cpu.gpus, cpu.eval_gpus) == ("", "0", "0")
+    assert cpu.tolerations == [] and cpu.node_selector == {}
+    assert (cpu.cpu_request, cpu.memory_limit) == ("1", "8G")
+    gpu = placement.python_func(gpu_count=4, gpu_type="amd.com/gpu", gpu_node_selector={"a": "b"})
+    assert (gpu.accelerator, gpu.gpus, gpu.eval_gpus) == ("amd.com/gpu", "4", "1")
+    assert gpu.tolerations == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert gpu.node_selector == {"a": "b"}
+    with pytest.raises(InputError, match="gpu_count"):
+        placement.python_func(gpu_count=-1, gpu_type="nvidia.com/gpu", gpu_node_selector={})
+
+
+def test_model_artifact_leaves_the_resume_state_out(tmp_path):
+    from dsnet.platform.model_artifact import publish_model
+
+    train_dir = tmp_path / "train"
+    (train_dir / "plots").mkdir(parents=True)
+    for name, content in (("model.pt", b"w"), ("last.ckpt", b"opt"), ("train_run.json", b"{}")):
+        (train_dir / name).write_bytes(content)
+    (train_dir / "plots" / "train_loss.csv").write_text("epoch,loss\n")
+    copied = publish_model(train_dir, tmp_path / "model")
+    assert copied == ["model.pt", "plots/train_loss.csv", "train_run.json"]
+    with pytest.raises(InputError, match="training wrote no checkpoint"):
+        publish_model(tmp_path / "empty", tmp_path / "other")
+
+
+def test_mlflow_runs_of_a_pipeline_step_carry_the_kfp_run_and_pipeline_version(
+    local_mlflow, monkeypatch
+):
+    import mlflow
+
+    from dsnet.tracking import start_run
+
+    for key in ("DSNET_KFP_RUN_ID", "DSNET_PIPELINE_VERSION"):
+        monkeypatch.delenv(key, raising=False)
+    use_services("", "", "kfp-run-9", "0.1.0+abc123")
+    try:
+        with start_run(step="evaluate") as run:
+            run_id = run.run_id
+    finally:
+        for key in ("DSNET_KFP_RUN_ID", "DSNET_PIPELINE_VERSION"):
+            os.environ.pop(key, None)
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    assert tags["kfp.run_id"] == "kfp-run-9"
+    assert tags["kfp.pipeline_version"] == "0.1.0+abc123"
 
 
 def test_split_component_keeps_the_split_carried_by_an_intake_data_dir(tmp_path):

@@ -32,7 +32,7 @@ from dsnet.ingest.intake import intake
 from dsnet.ingest.intake.versioning import DataRepo, VersioningError
 from dsnet.io.deid import pseudonym
 from dsnet.synth.generate import synthesize
-from dsnet.tracking.runs import data_version
+from dsnet.tracking.lineage import data_version
 
 SLICES = 12  # 3 patients x 4 vertebrae x 1 slice
 

@@ -3,73 +3,58 @@
 Everything is rendered offline with ``kubectl kustomize`` from a temporary copy of
 ``infra/k8s`` in which the committed ``*.env.example`` files stand in for the git-ignored
 secret env files; every object is validated against the Kubernetes 1.30 schemas (strict)
-and the PyTorchJob against the vendored CRD schema.
+and the Trainer v2 objects against the vendored CRD schemas. How the compiled pipeline and
+the manifests agree (namespaces, references, Pod Security, NetworkPolicies) is
+``tests/test_cluster.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from k8s_render import (
+    K8S,
+    K8S_VERSION,
+    NAMESPACE,
+    REPO,
+    TRAINING_RUNTIME_SCHEMA,
+    TRAINJOB_SCHEMA,
+    pod_security_violations,
+    render_overlays,
+    runtime_pod,
+)
 
 from dsnet.core.errors import InputError
-from dsnet.platform.pytorchjob.manifest import dump_manifest, pytorchjob_manifest
+from dsnet.platform.trainjob import dump_manifest, trainjob_manifest
 
-REPO = Path(__file__).resolve().parents[1]
-K8S = REPO / "infra" / "k8s"
-K8S_VERSION = "1.30"
-NAMESPACE = "dsnet"
-PYTORCHJOB_SCHEMA = json.loads((K8S / "schemas" / "pytorchjob-kubeflow.org-v1.json").read_text())
-WORKLOADS = ("Deployment", "StatefulSet", "Job", "PyTorchJob")
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 BASE_KINDS = {
-    "Namespace": 1,
-    "Secret": 4,
-    "ConfigMap": 1,
+    "Secret": 3,
     "PersistentVolumeClaim": 2,
     "Deployment": 2,
     "StatefulSet": 1,
-    "Job": 1,
     "Service": 3,
     "ServiceAccount": 2,
     "Role": 1,
     "RoleBinding": 1,
     "NetworkPolicy": 5,
+    "TrainingRuntime": 1,
 }
-
-
-def _render(tree: Path, overlay: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl must be on PATH to render the kustomize overlays"
-    result = subprocess.run(
-        [kubectl, "kustomize", str(tree / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     """Both overlays rendered from a copy of the tree with the example secrets filled in."""
-    tree = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("*.env", "__pycache__"))
-    for example in (tree / "base" / "secrets").glob("*.env.example"):
-        shutil.copyfile(example, example.with_suffix(""))
-    return {overlay: _render(tree, overlay) for overlay in ("local", "gpu")}
+    return render_overlays(tmp_path_factory.mktemp("k8s"))
 
 
 def _by_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -81,20 +66,18 @@ def _one(objects: list[dict], kind: str, name: str) -> dict:
     return found
 
 
-def _pod_templates(obj: dict) -> list[tuple[str, dict]]:
-    """(label, pod template) pairs of a workload object."""
-    if obj["kind"] == "PyTorchJob":
-        return [
-            (f"{obj['metadata']['name']}/{role}", spec["template"])
-            for role, spec in obj["spec"]["pytorchReplicaSpecs"].items()
-        ]
+def _pod_templates(obj: dict, objects: list[dict]) -> list[tuple[str, dict]]:
+    """(label, pod template) pairs of a workload object (a TrainJob: its nodes' pods)."""
+    if obj["kind"] == "TrainJob":
+        runtime = _one(objects, "TrainingRuntime", obj["spec"]["runtimeRef"]["name"])
+        return [(f"{obj['metadata']['name']}/node", runtime_pod(runtime, obj))]
     if obj["kind"] in WORKLOADS:
         return [(obj["metadata"]["name"], obj["spec"]["template"])]
     return []
 
 
 def _all_pods(objects: list[dict]) -> list[tuple[str, dict]]:
-    return [pair for obj in objects for pair in _pod_templates(obj)]
+    return [pair for obj in objects for pair in _pod_templates(obj, objects)]
 
 
 def _containers(pod_spec: dict) -> list[dict]:
@@ -110,14 +93,15 @@ def _as_pod_template(name: str, template: dict) -> dict:
     }
 
 
-def _validate_pytorchjob(job: dict) -> None:
-    jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).validate(job)
-    for role, spec in job["spec"]["pytorchReplicaSpecs"].items():
-        kubernetes_validate.validate(
-            _as_pod_template(f"{job['metadata']['name']}-{role.lower()}", spec["template"]),
-            K8S_VERSION,
-            strict=True,
-        )
+def _validate_trainer_object(obj: dict, objects: list[dict]) -> None:
+    """A TrainJob or TrainingRuntime against its vendored schema, its pods as PodTemplates."""
+    schema = TRAINJOB_SCHEMA if obj["kind"] == "TrainJob" else TRAINING_RUNTIME_SCHEMA
+    jsonschema.Draft202012Validator(schema).validate(obj)
+    if obj["kind"] == "TrainJob":
+        for name, template in _pod_templates(obj, objects):
+            kubernetes_validate.validate(
+                _as_pod_template(name.replace("/", "-"), template), K8S_VERSION, strict=True
+            )
 
 
 # ---- rendering and schemas ---------------------------------------------------------------
@@ -126,21 +110,20 @@ def _validate_pytorchjob(job: dict) -> None:
 def test_overlays_render_the_stack(rendered):
     assert Counter(o["kind"] for o in rendered["local"]) == Counter(BASE_KINDS)
     assert Counter(o["kind"] for o in rendered["gpu"]) == Counter(
-        {**BASE_KINDS, "Job": 2, "PyTorchJob": 1}
+        {**BASE_KINDS, "Job": 1, "TrainJob": 1}
     )
     for objects in rendered.values():
         for obj in objects:
-            if obj["kind"] != "Namespace":
-                assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
         names = {o["metadata"]["name"] for o in _by_kind(objects, "Deployment")}
-        assert names == {"minio", "mlflow"}
+        assert names == {"dsnet-s3", "mlflow"}
 
 
 def test_every_object_validates_against_kubernetes_schemas(rendered):
     for objects in rendered.values():
         for obj in objects:
-            if obj["kind"] == "PyTorchJob":
-                _validate_pytorchjob(obj)
+            if obj["kind"] in ("TrainJob", "TrainingRuntime"):
+                _validate_trainer_object(obj, objects)
             else:
                 kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
@@ -155,48 +138,44 @@ def test_strict_kubernetes_validation_rejects_unknown_fields(rendered):
 @pytest.mark.parametrize(
     "breakage",
     [
-        lambda s: s["pytorchReplicaSpecs"]["Master"].update(replicas=2),
-        lambda s: s["pytorchReplicaSpecs"].update(Chief=s["pytorchReplicaSpecs"]["Master"]),
-        lambda s: s["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0].update(
-            name="trainer"
-        ),
-        lambda s: s["pytorchReplicaSpecs"]["Worker"].update(restartPolicy="Sometimes"),
-        lambda s: s.update(elasticPolicy={"nProcPerNode": 2}),
-        lambda s: s.pop("pytorchReplicaSpecs"),
-        lambda s: s["runPolicy"].update(cleanPodPolicy="Everything"),
-        lambda s: s.update(nprocPerNode="many"),
+        lambda s: s.pop("runtimeRef"),
+        lambda s: s["trainer"].update(numNodes="two"),
+        lambda s: s["trainer"].update(gpus=2),
+        lambda s: s["runtimePatches"][0].pop("manager"),
+        lambda s: s["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+            "replicatedJobs"
+        ][0]["template"]["spec"]["template"]["spec"].update(hostNetwork=True),
+        lambda s: s.update(pytorchReplicaSpecs={}),
     ],
     ids=[
-        "two-masters",
-        "unknown-replica-type",
-        "no-pytorch-container",
-        "bad-restart-policy",
-        "elastic-nproc-with-nprocPerNode",
-        "no-replica-specs",
-        "bad-clean-pod-policy",
-        "bad-nproc",
+        "no-runtime-ref",
+        "non-integer-nodes",
+        "unknown-trainer-field",
+        "patch-without-manager",
+        "patch-field-the-trainer-does-not-allow",
+        "v1-pytorchjob-field",
     ],
 )
-def test_vendored_pytorchjob_schema_rejects_what_the_operator_rejects(rendered, breakage):
-    job = copy.deepcopy(_one(rendered["gpu"], "PyTorchJob", "dsnet-train"))
+def test_vendored_trainjob_schema_rejects_what_the_api_server_rejects(rendered, breakage):
+    job = copy.deepcopy(_one(rendered["gpu"], "TrainJob", "dsnet-train"))
     breakage(job["spec"])
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).validate(job)
+        jsonschema.Draft202012Validator(TRAINJOB_SCHEMA).validate(job)
 
 
-def test_vendored_schema_cites_the_pinned_training_operator():
-    comment = PYTORCHJOB_SCHEMA["$comment"]
-    assert "kubeflow/training-operator v1.9.0" in comment
-    assert "kubeflow.org_pytorchjobs.yaml" in comment
-    pin = yaml.safe_load(
-        (K8S / "platform" / "training-operator" / "kustomization.yaml").read_text()
-    )
-    assert pin["resources"][0].endswith("?ref=v1.9.0")
+def test_vendored_schemas_cite_the_pinned_trainer():
+    readme = (K8S / "schemas" / "README.md").read_text()
+    pin = yaml.safe_load((K8S / "platform" / "trainer" / "kustomization.yaml").read_text())
+    (remote,) = pin["resources"]
+    assert remote.endswith("?ref=v2.3.0") and "v2.3.0" in readme
+    for schema in (TRAINJOB_SCHEMA, TRAINING_RUNTIME_SCHEMA):
+        assert "kubeflow/trainer v2.3.0" in schema["$comment"]
+        assert "658725bdae5c7e3a0854d93ac6ff492e109a22ab" in schema["$comment"]
 
 
 def test_platform_components_are_pinned_and_documented():
     docs = (REPO / "docs" / "operations.md").read_text()
-    expected = {"kfp-crds": "2.17.0", "kfp": "2.17.0", "training-operator": "v1.9.0"}
+    expected = {"kfp-crds": "2.17.0", "kfp": "2.17.0", "trainer": "v2.3.0"}
     for component, version in expected.items():
         kustomization = yaml.safe_load(
             (K8S / "platform" / component / "kustomization.yaml").read_text()
@@ -225,22 +204,12 @@ def test_every_container_runs_restricted_with_resources(rendered):
     for objects in rendered.values():
         for name, pod in _all_pods(objects):
             spec = pod["spec"]
-            pod_security = spec["securityContext"]
-            assert pod_security["runAsNonRoot"] is True, name
-            assert pod_security["runAsUser"] > 0, name
-            assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+            assert pod_security_violations(spec, "restricted") == [], name
+            assert spec["securityContext"]["runAsUser"] > 0, name
             assert spec["automountServiceAccountToken"] is False, name
-            assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
-            assert not any("hostPath" in v for v in spec.get("volumes", [])), name
             for container in _containers(spec):
                 where = f"{name}/{container['name']}"
-                security = container["securityContext"]
-                assert security["runAsNonRoot"] is True, where
-                assert security["allowPrivilegeEscalation"] is False, where
-                assert security["capabilities"] == {"drop": ["ALL"]}, where
-                assert security["readOnlyRootFilesystem"] is True, where
-                assert security["seccompProfile"] == {"type": "RuntimeDefault"}, where
-                assert not security.get("privileged"), where
+                assert container["securityContext"]["readOnlyRootFilesystem"] is True, where
                 resources = container["resources"]
                 assert set(resources["requests"]) >= {"cpu", "memory"}, where
                 assert set(resources["limits"]) >= {"cpu", "memory"}, where
@@ -248,15 +217,20 @@ def test_every_container_runs_restricted_with_resources(rendered):
                 writable = {"/tmp", "/data", "/var/lib/postgresql/data"}
                 assert mounts & writable, f"{where}: no writable mount on a read-only root"
                 checked += 1
-    # local: minio, mc, postgres, mlflow; gpu: those + synth, split, 2 x (wait, pytorch)
-    assert checked == 4 + 10
+    # local: seaweedfs, postgres, mlflow; gpu: those + synth, split, the TrainJob's node
+    assert checked == 3 + 6
 
 
-def test_namespace_enforces_restricted_pod_security(rendered):
-    for objects in rendered.values():
-        (namespace,) = _by_kind(objects, "Namespace")
-        assert namespace["metadata"]["name"] == NAMESPACE
-        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+def test_upstream_like_runtime_without_security_context_is_rejected_by_restricted(rendered):
+    """The check catches what Trainer's own torch-distributed runtime ships (no securityContext)."""
+    runtime = copy.deepcopy(_one(rendered["gpu"], "TrainingRuntime", "dsnet-torch-distributed"))
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    pod["spec"].pop("securityContext")
+    pod["spec"]["containers"][0].pop("securityContext")
+    job = _one(rendered["gpu"], "TrainJob", "dsnet-train")
+    problems = pod_security_violations(runtime_pod(runtime, job)["spec"], "restricted")
+    assert "node: allowPrivilegeEscalation not false" in problems
+    assert "node: runAsNonRoot not true" in problems
 
 
 def test_references_resolve_to_rendered_objects(rendered):
@@ -336,7 +310,7 @@ def test_no_plaintext_secrets_in_infra_and_docs():
 # ---- RBAC and NetworkPolicies ----------------------------------------------------------------
 
 
-def test_rbac_grants_only_pytorchjob_handling(rendered):
+def test_rbac_grants_only_trainjob_handling(rendered):
     objects = rendered["gpu"]
     assert not _by_kind(objects, "ClusterRole") and not _by_kind(objects, "ClusterRoleBinding")
     (role,) = _by_kind(objects, "Role")
@@ -347,8 +321,8 @@ def test_rbac_grants_only_pytorchjob_handling(rendered):
         for resource in rule["resources"]
     }
     assert grants == {
-        ("kubeflow.org", "pytorchjobs"): {"create", "get", "list", "watch", "delete"},
-        ("kubeflow.org", "pytorchjobs/status"): {"get"},
+        ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch", "delete"},
+        ("trainer.kubeflow.org", "trainjobs/status"): {"get"},
         ("", "pods"): {"get", "list", "watch"},
         ("", "pods/log"): {"get"},
     }
@@ -360,7 +334,8 @@ def test_rbac_grants_only_pytorchjob_handling(rendered):
     }
     assert {(s["namespace"], s["name"]) for s in binding["subjects"]} == {
         (NAMESPACE, "dsnet-pipeline"),
-        ("kubeflow", "pipeline-runner"),
+        (NAMESPACE, "pipeline-runner"),
+        (NAMESPACE, "default-editor"),
     }
 
 
@@ -404,70 +379,68 @@ def test_network_policies_open_exactly_the_intended_flows(rendered):
     policies = _by_kind(objects, "NetworkPolicy")
     pods = {name: pod["metadata"]["labels"] for name, pod in _all_pods(objects)}
     pod = {
-        "minio": pods["minio"],
+        "s3": pods["dsnet-s3"],
         "postgres": pods["postgres"],
         "mlflow": pods["mlflow"],
-        "minio-setup": pods["minio-setup"],
         "prepare": pods["dsnet-prepare-data"],
-        "master": pods["dsnet-train/Master"],
-        "worker": pods["dsnet-train/Worker"],
+        "node": pods["dsnet-train/node"],
+        "kfp": {"app": "ml-pipeline"},  # Kubeflow's own pod in the namespace
     }
-    kfp_step = ("kubeflow", {"pipelines.kubeflow.org/v2_component": "true"})
 
     def allowed(src: str | tuple, dst: str, port: int) -> bool:
         source = src if isinstance(src, tuple) else (NAMESPACE, pod[src])
         return _ingress_allowed(policies, source, pod[dst], port)
 
     assert allowed("mlflow", "postgres", 5432)
-    assert allowed("mlflow", "minio", 9000)
-    assert allowed("minio-setup", "minio", 9000)
-    assert allowed("master", "minio", 9000)
-    assert allowed("worker", "mlflow", 5000)
-    assert allowed("worker", "master", 23456)
-    assert allowed("master", "worker", 41000)  # NCCL picks its own ports
-    assert allowed(kfp_step, "mlflow", 5000)
-    assert allowed(kfp_step, "minio", 9000)
+    assert allowed("mlflow", "s3", 8333)
+    assert allowed("node", "s3", 8333)
+    assert allowed("node", "mlflow", 5000)
+    assert allowed("node", "node", 29500)  # rendezvous
+    assert allowed("node", "node", 41000)  # NCCL picks its own ports
+    assert allowed(("istio-system", {}), "kfp", 8888)  # not the stack's policies' business
 
-    assert not allowed("master", "postgres", 5432)
-    assert not allowed(kfp_step, "postgres", 5432)
-    assert not allowed("minio-setup", "postgres", 5432)
+    assert not allowed("node", "postgres", 5432)
     assert not allowed("prepare", "mlflow", 5000)
-    assert not allowed("mlflow", "master", 23456)
-    assert not allowed("mlflow", "minio", 9001)  # the console stays closed
-    assert not allowed(("kubeflow", {"app": "other"}), "mlflow", 5000)
+    assert not allowed("prepare", "s3", 8333)
+    assert not allowed("mlflow", "node", 29500)
+    assert not allowed("mlflow", "s3", 9333)  # SeaweedFS master and filer stay closed
+    assert not allowed((NAMESPACE, {"app": "kfp-ui"}), "mlflow", 5000)
     assert not allowed(("default", pod["mlflow"]), "postgres", 5432)
 
 
-# ---- the GPU overlay and the PyTorchJob generator ---------------------------------------------
+# ---- the GPU overlay and the TrainJob generator ---------------------------------------------
 
 
 def test_gpu_overlay_trains_on_the_gpu_pool(rendered):
-    job = _one(rendered["gpu"], "PyTorchJob", "dsnet-train")
-    specs = job["spec"]["pytorchReplicaSpecs"]
-    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 1
-    assert job["spec"]["nprocPerNode"] == "2"
-    for role in ("Master", "Worker"):
-        spec = specs[role]["template"]["spec"]
-        (container,) = spec["containers"]
-        assert container["name"] == "pytorch"
-        assert container["image"] == "registry.example.com/dsnet:0.1.0"
-        assert container["command"] == ["torchrun"]
-        assert container["args"][:4] == ["--module", "dsnet", "train", "/data/synthetic"]
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
-        env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-        assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-        assert env["NCCL_SOCKET_IFNAME"] == "eth0"
-        assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
-        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
-            "tolerations"
-        ]
-        assert {"name": "data", "persistentVolumeClaim": {"claimName": "dsnet-data"}} in spec[
-            "volumes"
-        ]
-        (wait,) = spec["initContainers"]
-        assert {"name": "WAIT_0", "value": "/data/split.json"} in wait["env"]
+    job = _one(rendered["gpu"], "TrainJob", "dsnet-train")
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 2)
+    assert trainer["image"] == "dsnet:0.1.0"  # infra/k8s/image
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 2
+    assert job["spec"]["runtimeRef"] == {
+        "apiGroup": "trainer.kubeflow.org",
+        "kind": "TrainingRuntime",
+        "name": "dsnet-torch-distributed",
+    }
+    ((_, template),) = _pod_templates(job, rendered["gpu"])
+    spec = template["spec"]
+    (container,) = spec["containers"]
+    assert container["name"] == "node" and container["image"] == "dsnet:0.1.0"
+    command = container["command"] + container["args"]
+    assert command[command.index("torchrun") :][:5] == [
+        "torchrun", "--module", "dsnet", "train", "/data/synthetic",
+    ]  # fmt: skip
+    assert "[ -e /data/split.json ]" in command[2]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://dsnet-s3:8333"
+    assert env["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert "nodeSelector" not in spec  # GPU pods rely on the resource and the toleration
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "dsnet-data"}} in spec["volumes"]
     prepare = _one(rendered["gpu"], "Job", "dsnet-prepare-data")["spec"]["template"]["spec"]
     assert prepare["initContainers"][0]["args"] == ["synth", "--out", "/data/synthetic"]
     assert prepare["containers"][0]["args"] == [
@@ -498,17 +471,17 @@ def _storage(objects: list[dict]) -> dict[str, tuple[list[str], str]]:
 def test_overlays_size_the_volumes(rendered):
     assert _storage(rendered["local"]) == {
         "dsnet-data": (["ReadWriteOnce"], "2Gi"),
-        "minio-data": (["ReadWriteOnce"], "5Gi"),
+        "dsnet-s3-data": (["ReadWriteOnce"], "5Gi"),
         "postgres": (["ReadWriteOnce"], "1Gi"),
     }
     assert _storage(rendered["gpu"]) == {
         "dsnet-data": (["ReadWriteMany"], "200Gi"),
-        "minio-data": (["ReadWriteOnce"], "500Gi"),
+        "dsnet-s3-data": (["ReadWriteOnce"], "500Gi"),
         "postgres": (["ReadWriteOnce"], "50Gi"),
     }
 
 
-def test_mlflow_server_uses_postgres_and_minio(rendered):
+def test_mlflow_server_uses_postgres_and_the_s3_store(rendered):
     (container,) = _one(rendered["gpu"], "Deployment", "mlflow")["spec"]["template"]["spec"][
         "containers"
     ]
@@ -521,14 +494,23 @@ def test_mlflow_server_uses_postgres_and_minio(rendered):
     assert option["--artifacts-destination"] == "s3://mlflow"
     assert option["--host"] == "0.0.0.0"
     env = {e["name"]: e for e in container["env"]}
-    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
-    # $(VAR) expansion only sees variables defined before use: the credentials come first.
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://dsnet-s3:8333"
     names = [e["name"] for e in container["env"]]
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(names)
-    setup = _one(rendered["gpu"], "Job", "minio-setup")["spec"]["template"]["spec"]["containers"][0]
-    script = setup["args"][0]
-    assert "mc mb --ignore-existing dsnet/dsnet-data" in script
-    assert "mc mb --ignore-existing dsnet/mlflow" in script
+
+
+def test_s3_store_is_a_maintained_seaweedfs_that_sets_up_buckets_and_user(rendered):
+    deployment = _one(rendered["gpu"], "Deployment", "dsnet-s3")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/chrislusf/seaweedfs:4.34"  # KFP 2.17.0's own pin
+    assert {"-s3", "-s3.port=8333", "-filer", "-dir=/data"} <= set(container["args"])
+    script = container["lifecycle"]["postStart"]["exec"]["command"][2]
+    assert "for bucket in dsnet-data mlflow" in script
+    assert "s3.configure -user dsnet -access_key $AWS_ACCESS_KEY_ID" in script
+    assert "-buckets dsnet-data,mlflow" in script
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    service = _one(rendered["gpu"], "Service", "dsnet-s3")
+    assert [p["port"] for p in service["spec"]["ports"]] == [8333]
 
 
 def _load_render_script():
@@ -550,9 +532,9 @@ def test_static_training_job_is_the_generators_output(tmp_path, monkeypatch):
     )
     assert check.returncode == 0, check.stderr
     module = _load_render_script()
-    assert (K8S / "overlays" / "gpu" / "pytorchjob-train.yaml").read_text() == module.render()
-    stale = tmp_path / "pytorchjob-train.yaml"
-    stale.write_text(module.render().replace("replicas: 1", "replicas: 3"))
+    assert (K8S / "overlays" / "gpu" / "trainjob-train.yaml").read_text() == module.render()
+    stale = tmp_path / "trainjob-train.yaml"
+    stale.write_text(module.render().replace("numNodes: 2", "numNodes: 3"))
     monkeypatch.setattr(module, "OUT", stale)
     assert module.main(["--check"]) == 1
     assert module.main([]) == 0 and stale.read_text() == module.render()
@@ -563,59 +545,54 @@ def _job(**kwargs) -> dict:
         "name": "dsnet-train",
         "image": "registry.example.com/dsnet:1",
         "command_args": ["train", "/data/d", "--split", "/data/s.json", "--out", "/data/o"],
+        "namespace": "kubeflow",
     }
-    return pytorchjob_manifest(**{**arguments, **kwargs})
+    return trainjob_manifest(**{**arguments, **kwargs})
 
 
-def test_generator_scales_out_master_and_workers():
-    job = _job(
-        workers=3, gpus_per_worker=4, data_pvc="dsnet-data", env_from_secrets=["s3-credentials"]
-    )
-    _validate_pytorchjob(job)
-    specs = job["spec"]["pytorchReplicaSpecs"]
-    assert (specs["Master"]["replicas"], specs["Worker"]["replicas"]) == (1, 3)
-    assert job["spec"]["nprocPerNode"] == "4"
-    master = specs["Master"]["template"]
-    assert master == specs["Worker"]["template"] and master is not specs["Worker"]["template"]
-    assert "&id" not in dump_manifest(job)  # no YAML anchors between the replicas
+def _runtime(rendered) -> dict:
+    return _one(rendered["gpu"], "TrainingRuntime", "dsnet-torch-distributed")
+
+
+def test_generator_scales_out_gpu_nodes(rendered):
+    job = _job(nodes=4, gpus_per_node=4, node_selector={"pool": "a100"}, image_pull_secrets=["reg"])
+    _validate_trainer_object(job, rendered["gpu"])
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 4)
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
+    assert trainer["command"] + trainer["args"] == [
+        "torchrun", "--module", "dsnet", "train", "/data/d", "--split", "/data/s.json",
+        "--out", "/data/o",
+    ]  # fmt: skip
     assert yaml.safe_load(dump_manifest(job)) == job
-    (container,) = master["spec"]["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-    assert master["spec"]["tolerations"] == [
+    spec = runtime_pod(_runtime(rendered), job)["spec"]
+    assert spec["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert container["args"] == [
-        "--module",
-        "dsnet",
-        "train",
-        "/data/d",
-        "--split",
-        "/data/s.json",
-        "--out",
-        "/data/o",
-    ]
+    assert spec["nodeSelector"] == {"pool": "a100"}
+    assert spec["imagePullSecrets"] == [{"name": "reg"}]
+    assert pod_security_violations(spec, "restricted") == []
 
 
-def test_generator_master_only_cpu_job():
-    job = _job(workers=0, gpus_per_worker=0, env={"OMP_NUM_THREADS": "2"})
-    _validate_pytorchjob(job)
-    assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"]
-    assert job["spec"]["nprocPerNode"] == "1"
-    spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+def test_generator_cpu_job_has_no_gpu_resource_toleration_or_selector(rendered):
+    job = _job(
+        nodes=2, gpus_per_node=0, node_selector={"pool": "a100"}, env={"OMP_NUM_THREADS": "2"}
+    )
+    _validate_trainer_object(job, rendered["gpu"])
+    assert job["spec"]["trainer"]["numProcPerNode"] == 1
+    assert "runtimePatches" not in job["spec"]
+    spec = runtime_pod(_runtime(rendered), job)["spec"]
     (container,) = spec["containers"]
-    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert not any("gpu" in key for key in container["resources"]["limits"])
     assert "tolerations" not in spec and "nodeSelector" not in spec
-    assert {e["name"]: e["value"] for e in container["env"]} == {"OMP_NUM_THREADS": "2"}
-    assert "/data" not in {m["mountPath"] for m in container["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["OMP_NUM_THREADS"] == "2" and "NCCL_DEBUG" not in env
 
 
-def test_generator_user_env_and_tolerations_override_defaults():
-    taint = {"key": "pool", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
-    job = _job(env={"NCCL_DEBUG": "INFO"}, tolerations=[taint], node_selector={"pool": "gpu"})
-    spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+def test_generator_user_env_overrides_nccl_defaults():
+    job = _job(env={"NCCL_DEBUG": "INFO"})
+    env = {e["name"]: e["value"] for e in job["spec"]["trainer"]["env"]}
     assert env["NCCL_DEBUG"] == "INFO" and env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
-    assert spec["tolerations"] == [taint] and spec["nodeSelector"] == {"pool": "gpu"}
 
 
 @pytest.mark.parametrize(
@@ -626,12 +603,12 @@ def test_generator_user_env_and_tolerations_override_defaults():
         ({"namespace": "9ns"}, "namespace"),
         ({"image": ""}, "image"),
         ({"command_args": []}, "command_args"),
-        ({"workers": -1}, "workers"),
-        ({"gpus_per_worker": -2}, "gpus_per_worker"),
-        ({"wait_for": ["/data/split.json"]}, "wait_for"),
+        ({"nodes": 0}, "nodes"),
+        ({"gpus_per_node": -2}, "gpus_per_node"),
+        ({"gpu_type": ""}, "gpu_type"),
     ],
 )
-def test_generator_rejects_what_the_operator_would(kwargs, argument):
+def test_generator_rejects_what_the_api_server_would(kwargs, argument):
     with pytest.raises(InputError) as caught:
         _job(**kwargs)
     assert caught.value.path == argument

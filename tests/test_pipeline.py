@@ -1,8 +1,9 @@
 """The compiled Kubeflow pipeline, its submission, and a whole local run with kfp.local.
 
 - The committed YAML is what ``pipeline/compile.py`` writes, and it shows the platform
-  wiring: GPU requests, node selector, toleration, secrets, volumes, deliberate caching,
-  registration only under the gate, training only when the data changed.
+  wiring: run-time placement, secrets, volumes, retries, deliberate caching, registration
+  only under the gate, training only when the data changed (how it meets the rendered
+  manifests on a cluster: ``tests/test_cluster.py``).
 - ``dsnet pipeline run | schedule`` talk to a real HTTP server on 127.0.0.1 that answers
   like the KFP API and records the requests (there is no KFP server here).
 - ``dsnet pipeline local`` runs the compiled pipeline with kfp.local against a real MLflow
@@ -17,6 +18,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,8 +43,7 @@ from dsnet.platform.run_params import KNOBS
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pipeline" / "dsnet_pipeline.yaml"
 COMPILE = ROOT / "pipeline" / "compile.py"
-DEFAULT_IMAGE = "registry.example.com/dsnet:0.1.0"  # components.DEFAULT_IMAGE
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+DEFAULT_IMAGE = "dsnet:0.1.0"  # infra/k8s/image/kustomization.yaml
 
 
 def dsnet(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 120):
@@ -128,7 +129,30 @@ def test_image_comes_from_dsnet_image_only(tmp_path):
     assert images == {"registry.example.org/dsnet:9.9"}
     distributed = next(steps(spec, "train-distributed"))[0]
     image = distributed["inputs"]["parameters"]["image"]["runtimeValue"]["constant"]
-    assert image == "registry.example.org/dsnet:9.9"  # the PyTorchJob runs the same image
+    assert image == "registry.example.org/dsnet:9.9"  # the TrainJob runs the same image
+
+
+def test_the_image_is_named_once_for_pipeline_and_overlays(compiled):
+    from components import image_reference
+
+    setting = yaml.safe_load((ROOT / "infra" / "k8s" / "image" / "kustomization.yaml").read_text())
+    assert image_reference() == DEFAULT_IMAGE == "{newName}:{newTag}".format(**setting["images"][0])
+    for overlay in ("local", "gpu"):
+        kustomization = ROOT / "infra" / "k8s" / "overlays" / overlay / "kustomization.yaml"
+        text = yaml.safe_load(kustomization.read_text())
+        assert "../../image" in text["components"] and "images" not in text, overlay
+
+
+def test_image_pull_secrets_reach_every_step_and_the_trainjob(tmp_path):
+    result = compile_to(tmp_path / "private.yaml", DSNET_IMAGE_PULL_SECRETS="registry-a")
+    assert result.returncode == 0, result.stderr
+    spec, platform = yaml.safe_load_all((tmp_path / "private.yaml").read_text())
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for label in spec["deploymentSpec"]["executors"]:
+        assert [s["secretName"] for s in k8s[label]["imagePullSecret"]] == ["registry-a"], label
+    distributed = next(steps(spec, "train-distributed"))[0]
+    secrets = distributed["inputs"]["parameters"]["image_pull_secrets"]["runtimeValue"]
+    assert secrets["constant"] == ["registry-a"]
 
 
 def test_every_step_runs_the_dsnet_image_and_installs_nothing(compiled):
@@ -152,49 +176,56 @@ def test_parameter_defaults_leave_every_knob_unset(compiled):
 # ------------------------------------------------------------------- platform wiring
 
 
-def test_training_and_evaluation_request_gpus_on_a_gpu_node(compiled):
+def test_training_and_evaluation_are_placed_by_the_placement_step_at_run_time(compiled):
     spec, platform = compiled
-    for step, count in (("train", "gpu_count"), ("evaluate", None)):
+    for step, gpus in (("train", "gpus"), ("evaluate", "eval_gpus")):
         found = list(steps(spec, step))
         assert found, step
         for _, ref, _ in found:
             label = executor_of(spec, ref)
             resources = spec["deploymentSpec"]["executors"][label]["container"]["resources"]
-            accelerator = resources["accelerator"]
-            assert (
-                accelerator["resourceType"]
-                == "{{$.inputs.parameters['pipelinechannel--gpu_type']}}"
-            )
-            expected = f"{{{{$.inputs.parameters['pipelinechannel--{count}']}}}}" if count else "1"
-            assert accelerator["resourceCount"] == expected
-            assert (
-                resources["resourceCpuLimit"] == "16" and resources["resourceMemoryLimit"] == "64G"
-            )
+            channel = r"\{\{\$\.inputs\.parameters\['pipelinechannel--placement(-\d+)?-%s'\]\}\}"
+            assert re.fullmatch(channel % "accelerator", resources["accelerator"]["resourceType"])
+            assert re.fullmatch(channel % gpus, resources["accelerator"]["resourceCount"])
+            assert re.fullmatch(channel % "cpu_request", resources["resourceCpuRequest"])
+            assert re.fullmatch(channel % "memory_limit", resources["resourceMemoryLimit"])
             k8s = platform[label]
-            assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-            assert k8s["tolerations"] == [GPU_TOLERATION]
+            selector = k8s["nodeSelector"]["nodeSelectorJson"]["taskOutputParameter"]
+            assert selector["outputParameterKey"] == "node_selector"
+            (toleration,) = k8s["tolerations"]
+            assert toleration["tolerationJson"]["taskOutputParameter"]["outputParameterKey"] == (
+                "tolerations"
+            )
             assert k8s["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
             assert k8s["podMetadata"]["labels"]["dsnet.io/mlflow-client"] == "true"
+    inputs = pipeline_inputs(PACKAGE)
+    assert inputs["gpu_count"]["default"] == 0  # runs anywhere, e.g. kind
+    assert inputs["gpu_node_selector"]["default"] == {}
 
 
 def test_credentials_come_from_kubernetes_secrets(compiled):
     spec, platform = compiled
-    for step in ("fetch-data", "check-data-changed", "train", "evaluate", "register"):
+    s3_steps = ("fetch-data", "train", "evaluate", "register")
+    mlflow_steps = ("check-data-changed", "train", "evaluate", "register")
+    for step in set(s3_steps) | set(mlflow_steps):
         for _, ref, _ in steps(spec, step):
             secrets = {s["secretName"]: s for s in platform[executor_of(spec, ref)]["secretAsEnv"]}
-            s3 = secrets["s3-credentials"]
-            assert {k["envVar"] for k in s3["keyToEnv"]} == {
-                "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY",
-            }
-            assert s3["optional"] is False
-            if step != "fetch-data":
+            assert ("s3-credentials" in secrets) == (step in s3_steps), step
+            if step in s3_steps:
+                s3 = secrets["s3-credentials"]
+                assert {k["envVar"] for k in s3["keyToEnv"]} == {
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                }
+                assert s3["optional"] is False
+            if step in mlflow_steps:
                 assert secrets["mlflow-credentials"]["optional"] is True
-    for _, ref, _ in steps(spec, "synth-data"):  # needs no credentials
-        assert executor_of(spec, ref) not in platform
+    for step in ("synth-data", "resolve-params", "split", "gate", "placement"):
+        for _, ref, _ in steps(spec, step):  # need no credentials
+            assert "secretAsEnv" not in platform.get(executor_of(spec, ref), {}), step
 
 
-def test_distributed_training_shares_the_data_volume_with_its_pytorchjob(compiled):
+def test_distributed_training_shares_the_data_volume_with_its_trainjob(compiled):
     spec, platform = compiled
     found = list(steps(spec, "train-distributed"))
     assert found
@@ -205,13 +236,50 @@ def test_distributed_training_shares_the_data_volume_with_its_pytorchjob(compile
         assert k8s["fieldPathAsEnv"] == [
             {"fieldPath": "metadata.namespace", "name": "POD_NAMESPACE"}
         ]
+        assert "secretAsEnv" not in k8s  # the TrainJob's runtime reads s3-credentials itself
         params = task["inputs"]["parameters"]
-        assert params["data_pvc"]["runtimeValue"]["constant"] == "dsnet-data"
-        assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+        assert params["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
         assert "accelerator" not in spec["deploymentSpec"]["executors"][executor_of(spec, ref)][
             "container"
-        ].get("resources", {})  # the launcher waits; the replicas hold the GPUs
+        ].get("resources", {})  # the launcher waits; the nodes hold the GPUs
         assert any("distributed'] == false)" in c and c.startswith("!") for c in conditions)
+
+
+def test_steps_that_talk_to_mlflow_s3_or_git_retry_with_backoff(compiled):
+    spec, _ = compiled
+    retried = ("fetch-data", "version-data", "check-data-changed", "train",
+               "train-distributed", "evaluate", "register")  # fmt: skip
+    for step in retried:
+        for task, _, _ in steps(spec, step):
+            assert task["retryPolicy"] == {
+                "maxRetryCount": 3,
+                "backoffDuration": "30s",
+                "backoffFactor": 2.0,
+                "backoffMaxDuration": "600s",
+            }, step
+    for step in ("resolve-params", "synth-data", "split", "gate", "placement"):
+        for task, _, _ in steps(spec, step):
+            assert "retryPolicy" not in task, step
+
+
+def test_steps_that_start_mlflow_runs_get_the_kfp_run_id_and_pipeline_version(compiled):
+    from pipeline.dsnet_pipeline import PIPELINE_VERSION
+
+    spec, _ = compiled
+    for step in ("train", "evaluate", "register", "version-data", "train-distributed"):
+        for task, _, _ in steps(spec, step):
+            params = task["inputs"]["parameters"]
+            assert params["kfp_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+            assert params["pipeline_version"]["runtimeValue"]["constant"] == PIPELINE_VERSION
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*\+[0-9a-f]{12}", PIPELINE_VERSION)
+
+
+def test_the_retraining_check_reads_the_data_version_without_the_data(compiled):
+    spec, _ = compiled
+    for _, ref, _ in steps(spec, "check-data-changed"):
+        inputs = spec["components"][ref]["inputDefinitions"]
+        assert "data" not in inputs.get("artifacts", {})  # no download of the data dir
+        assert inputs["parameters"]["data_version"]["parameterType"] == "STRING"
 
 
 def test_registration_only_runs_when_the_gate_passed(compiled):
@@ -263,9 +331,9 @@ def test_pipeline_arguments_are_checked_against_the_compiled_parameters(tmp_path
     profile_file = tmp_path / "paper.yaml"
     profile_file.write_text("train: {epochs: 24, lr: 0.02}\n")
     profile = profile_from([profile_file], ["train.epochs=30", "model.attention=ds"])
-    args = pipeline_arguments(PACKAGE, {"lr": 1, "force": True, "workers": 3}, profile)
+    args = pipeline_arguments(PACKAGE, {"lr": 1, "force": True, "nodes": 3}, profile)
     assert args["lr"] == 1.0 and isinstance(args["lr"], float)
-    assert args["force"] is True and args["workers"] == 3
+    assert args["force"] is True and args["nodes"] == 3
     sent = yaml.safe_load(args[PROFILE_PARAMETER])
     assert sent == {"train": {"epochs": 30, "lr": 0.02}, "model": {"attention": "ds"}}
     with pytest.raises(InputError, match="no such parameter"):
@@ -273,7 +341,7 @@ def test_pipeline_arguments_are_checked_against_the_compiled_parameters(tmp_path
     with pytest.raises(InputError, match="expected NUMBER_INTEGER"):
         pipeline_arguments(PACKAGE, {"epochs": "3"})
     with pytest.raises(InputError, match="expected NUMBER_INTEGER"):
-        pipeline_arguments(PACKAGE, {"workers": True})
+        pipeline_arguments(PACKAGE, {"nodes": True})
     with pytest.raises(InputError, match="not a compiled KFP pipeline"):
         pipeline_inputs(profile_file)
 
@@ -372,7 +440,10 @@ def test_run_submits_the_compiled_pipeline_with_its_arguments(kfp_api):
     assert submitted["pipelineInfo"]["name"] == "dsnet-training"
     platform = body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
     train_k8s = platform["deploymentSpec"]["executors"]["exec-train"]
-    assert train_k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert train_k8s["tolerations"][0]["tolerationJson"]["taskOutputParameter"] == {
+        "producerTask": "placement",
+        "outputParameterKey": "tolerations",
+    }
     parameters = body["runtime_config"]["parameters"]
     assert parameters["data_repo"] == "https://git.example.org/dsnet-data.git"
     assert parameters["data_revision"] == "data-v3"
@@ -515,7 +586,7 @@ def test_local_run_ends_early_when_the_champion_was_trained_on_this_data(
     import mlflow
 
     from dsnet.synth.generate import synthesize
-    from dsnet.tracking.runs import data_version
+    from dsnet.tracking.lineage import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, _ = local_workdir(tmp_path, model_name)
@@ -543,7 +614,7 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     import mlflow
 
     from dsnet.lifecycle.registry.promotion import promote
-    from dsnet.tracking.runs import data_version
+    from dsnet.tracking.lineage import data_version
 
     model_name = f"dsnet-kfp-{uuid.uuid4().hex[:8]}"
     work, head = local_workdir(tmp_path, model_name)

@@ -12,7 +12,8 @@ import yaml
 from servers import free_port
 
 from dsnet.core.errors import InputError
-from dsnet.tracking.runs import lineage_tags, start_run, tracking_uri
+from dsnet.tracking.lineage import lineage_tags
+from dsnet.tracking.runs import start_run, tracking_uri
 
 PARAMS = {
     "train": {"epochs": 2, "lr": 0.01, "augment": {"scale": [0.9, 1.1]}},
@@ -128,7 +129,7 @@ def test_lineage_tags_match_dvc_git_and_params(tmp_path):
         [
             sys.executable,
             "-c",
-            "import json,dsnet.tracking.runs as t;"
+            "import json,dsnet.tracking.lineage as t;"
             "print(json.dumps(t.lineage_tags('data/real', {'train': {'lr': 0.01}})))",
         ],
         cwd=tmp_path,
@@ -195,7 +196,7 @@ def test_missing_s3_credentials_are_reported_clearly(local_store, monkeypatch, m
 
 
 def test_git_sha_outside_git_comes_from_the_image_revision(tmp_path, monkeypatch):
-    from dsnet.tracking.runs import git_sha
+    from dsnet.tracking.lineage import git_sha
 
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.delenv("DSNET_GIT_SHA", raising=False)

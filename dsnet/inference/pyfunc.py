@@ -47,11 +47,8 @@ from dsnet.inference.detect import detect, inference_settings
 from dsnet.inference.detect import model_input as to_input
 from dsnet.inference.load import load_detector
 from dsnet.io import CTSlice, read_slice
-from dsnet.tracking.runs import (
-    configure_mlflow,
-    ensure_artifact_credentials,
-    ensure_experiment,
-)
+from dsnet.tracking.lineage import pipeline_tags
+from dsnet.tracking.runs import configure_mlflow, ensure_artifact_credentials, ensure_experiment
 
 ARTIFACT_KEY = "checkpoint"
 MODEL_NAME_IN_RUN = "model"
@@ -213,7 +210,9 @@ def log_pyfunc(
     settings = inference_settings(params)
     config = {"decision_threshold": settings["threshold"], "device": settings["device"]}
     if run_id is None:
-        active = mlflow.start_run(experiment_id=ensure_experiment(), run_name="register")
+        active = mlflow.start_run(
+            experiment_id=ensure_experiment(), run_name="register", tags=pipeline_tags()
+        )
     else:
         run = mlflow.MlflowClient().get_run(run_id)
         ensure_artifact_credentials(mlflow.get_experiment(run.info.experiment_id).artifact_location)

@@ -1,7 +1,7 @@
 """A data dir from a DVC data repository at a Git revision (the pipeline's ``fetch_data``).
 
 The same thing as ``dvc get URL PATH --rev REV``: the Git repository is cloned at the
-revision and the data is read from its DVC remote (S3/MinIO; credentials from the
+revision and the data is read from its DVC remote (S3; credentials from the
 ``AWS_*`` environment). The result is checked against the data contract before it is
 handed on, and identified by its DVC hash (``data_version``, the value in the data repo's
 ``.dvc``/``dvc.lock`` files) and the commit it came from.
@@ -20,7 +20,7 @@ from scmrepo.exceptions import SCMError
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_dir
 from dsnet.data.contract import load_data_dir
-from dsnet.tracking.runs import data_version
+from dsnet.tracking.lineage import data_version
 
 
 def fetch_dvc_data(
@@ -37,7 +37,7 @@ def fetch_dvc_data(
         revision: Branch, tag or commit; empty for the default branch.
         path: The data dir inside the repository, e.g. ``data/synthetic``.
         out_dir: Destination folder (replaced as a whole, atomically).
-        endpoint_url: S3 endpoint of the DVC remote (MinIO); empty keeps the repository's
+        endpoint_url: S3 endpoint of the DVC remote; empty keeps the repository's
             remote configuration.
 
     Returns:

@@ -20,7 +20,7 @@ def retraining_decision(
     """Decide whether to train on data `data_version`.
 
     Args:
-        data_version: DVC hash of the fetched data dir (`dsnet.tracking.runs.data_version`).
+        data_version: DVC hash of the fetched data dir (`dsnet.tracking.lineage.data_version`).
         params: Resolved parameters (``register.model_name``).
         force: Train even when the data did not change (new code, new parameters).
 

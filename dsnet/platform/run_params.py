@@ -22,7 +22,7 @@ import yaml
 from dsnet.core.config import deep_merge, params_hash, read_yaml
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_text
-from dsnet.tracking.runs import NON_MODEL_SECTIONS
+from dsnet.tracking.lineage import NON_MODEL_SECTIONS
 
 # knob -> (params key, value meaning "unset: keep the file's value")
 KNOBS: dict[str, tuple[str, Any]] = {
@@ -117,7 +117,7 @@ def write_run_params(params: Mapping[str, Any], path: str | os.PathLike[str]) ->
 
     Returns:
         Their ``params_hash`` as the model version tag has it (every section but the gate
-        thresholds, see `dsnet.tracking.runs.lineage_tags`).
+        thresholds, see `dsnet.tracking.lineage.lineage_tags`).
 
     """
     atomic_write_text(Path(path), yaml.safe_dump(dict(params), sort_keys=False))

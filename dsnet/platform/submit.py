@@ -152,7 +152,7 @@ def submit_run(
         run_name: Run name (default: ``dsnet <UTC time>``).
         namespace: User namespace (multi-user Kubeflow).
         service_account: Kubernetes service account of the run's pods (needs the
-            PyTorchJob role for ``distributed=true``, see ``infra/k8s/base/rbac``).
+            TrainJob role for ``distributed=true``, see ``infra/k8s/base/rbac``).
         enable_caching: Set every task's caching (None: as compiled), see `caching_set`.
         token: Bearer token (default ``$KF_PIPELINES_TOKEN``).
 

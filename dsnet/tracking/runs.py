@@ -26,11 +26,8 @@ DVC hash of the data dir and ``params_hash`` of the parameters that shape the mo
 from __future__ import annotations
 
 import contextlib
-import getpass
 import math
 import os
-import platform
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -42,24 +39,15 @@ from typing import Any
 import boto3
 import mlflow
 import yaml
-from dvc.ignore import DvcIgnoreFilter
-from dvc_data.hashfile.build import build
-from dvc_data.hashfile.db.local import LocalHashFileDB
-from dvc_objects.fs.local import LocalFileSystem
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from dsnet import __version__
-from dsnet.core.config import params_hash
 from dsnet.core.errors import InputError
+from dsnet.tracking.lineage import system_tags
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "dsnet"
-LINEAGE_KEYS = ("git_sha", "data_version", "params_hash")
-# Parameter sections that do not change the trained model (gate thresholds) are left out
-# of the lineage hash, so re-gating with other thresholds keeps the same params_hash.
-NON_MODEL_SECTIONS = frozenset({"register"})
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -294,88 +282,8 @@ def start_run(
     client.set_terminated(tracker.run_id, status="FINISHED")
 
 
-def system_tags(step: str) -> dict[str, str]:
-    """Tags describing where a run ran: step, user, host, Python and platform."""
-    return {
-        "dsnet.step": step,
-        "dsnet.version": __version__,
-        "mlflow.user": getpass.getuser(),
-        "mlflow.runName": step,
-        "mlflow.source.type": "LOCAL",
-        "mlflow.source.git.commit": git_sha(),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-    }
-
-
-def lineage_tags(data_dir: str | os.PathLike[str], params: Mapping[str, Any]) -> dict[str, str]:
-    """Lineage of a model: code, data and parameter versions.
-
-    Args:
-        data_dir: The data dir the model was trained/evaluated on.
-        params: The resolved parameters.
-
-    Returns:
-        ``{"git_sha": HEAD commit or "unknown", "data_version": DVC hash of data_dir
-        ("<md5>.dir"), "params_hash": 16-hex hash of every section but register}``.
-
-    """
-    model_sections = [name for name in params if name not in NON_MODEL_SECTIONS]
-    return {
-        "git_sha": git_sha(),
-        "data_version": data_version(data_dir),
-        "params_hash": params_hash(params, model_sections),
-    }
-
-
-def git_sha(cwd: str | os.PathLike[str] | None = None) -> str:
-    """Return the commit checked out in `cwd`'s git work tree.
-
-    Outside a work tree (e.g. in the container image, which has no git) the commit comes
-    from env ``DSNET_GIT_SHA`` (the image's build revision); ``unknown`` when neither is set.
-    """
-    fallback = os.environ.get("DSNET_GIT_SHA") or "unknown"
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return fallback
-    return result.stdout.strip() if result.returncode == 0 else fallback
-
-
-def data_version(data_dir: str | os.PathLike[str]) -> str:
-    """Hash a data dir exactly as ``dvc add``/``dvc repro`` do.
-
-    DVC identifies a directory by the md5 of its ``.dir`` manifest (the sorted list of
-    relative paths and file md5s), written ``<md5>.dir`` in ``dvc.lock`` / ``*.dvc``.
-    This builds the same tree object with dvc-data (honouring ``.dvcignore`` of the
-    enclosing DVC repo), so the tag matches ``dvc.lock`` whether or not DVC ran the step.
-
-    Raises:
-        InputError: `data_dir` is not a folder.
-
-    """
-    path = Path(data_dir).resolve()
-    if not path.is_dir():
-        raise InputError(data_dir, "data dir not found")
-    fs = LocalFileSystem()
-    with tempfile.TemporaryDirectory(prefix="dsnet-dvc-hash-") as scratch:
-        odb = LocalHashFileDB(fs, scratch)
-        _, _, obj = build(odb, str(path), fs, "md5", ignore=_dvcignore(path), dry_run=True)
-    return obj.hash_info.value
-
-
-def _dvcignore(path: Path) -> Any:
-    """Return the ``.dvcignore`` filter of the DVC repo enclosing `path`, or ``None``."""
-    root = next((p for p in (path, *path.parents) if (p / ".dvc").is_dir()), None)
-    if root is None or not (root / ".dvcignore").is_file():
-        return None
-
-    return DvcIgnoreFilter(LocalFileSystem(), str(root))
-
-
+# Where a pipeline run came from: env variable -> MLflow tag (set by the pipeline's steps,
+# `dsnet.platform.services.use_services`, and passed on to TrainJob nodes).
 def _log_config(tracker: RunTracker, params: Mapping[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="dsnet-config-") as scratch:
         config = Path(scratch) / "params.yaml"

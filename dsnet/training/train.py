@@ -43,7 +43,8 @@ from dsnet.data.contract import load_data_dir
 from dsnet.data.dataset import CTDetectionDataset
 from dsnet.data.split import read_split
 from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
-from dsnet.tracking.runs import NullTracker, lineage_tags, start_run
+from dsnet.tracking.lineage import lineage_tags
+from dsnet.tracking.runs import NullTracker, start_run
 from dsnet.training import distributed
 from dsnet.training.data import build_train_loader
 from dsnet.training.distributed import DistContext

@@ -2,7 +2,7 @@
 
 The *data repository* is a git work tree with DVC initialised; the curated data dir
 lives inside it, tracked by ``<data-dir>.dvc``. A data version is the DVC hash of the
-data dir (``<md5>.dir``, the value `dsnet.tracking.runs.data_version` computes), recorded in
+data dir (``<md5>.dir``, the value `dsnet.tracking.lineage.data_version` computes), recorded in
 one commit tagged ``data-v<N>``.
 
 Tools. DVC runs in process through its Python API, ``dvc.repo.Repo.add / push / pull``
@@ -50,7 +50,7 @@ from dvc.repo import Repo
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.ingest.intake.gitrepo import TAG_PREFIX, GitWorkTree, VersioningError
-from dsnet.tracking.runs import data_version
+from dsnet.tracking.lineage import data_version
 
 WORK_DIR = ".dvc/tmp/intake"
 

@@ -50,7 +50,8 @@ from dsnet.lifecycle.registry.gate import (
     holdout_id,
     read_metrics,
 )
-from dsnet.tracking.runs import LINEAGE_KEYS, lineage_tags, tracking_enabled
+from dsnet.tracking.lineage import LINEAGE_KEYS, lineage_tags
+from dsnet.tracking.runs import tracking_enabled
 
 # --------------------------------------------------------------------------- gate
 
