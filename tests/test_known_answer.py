@@ -1,8 +1,8 @@
 """`dsnet.evaluate` on detectors whose answers are known: every metric has an exact value.
 
 The detectors are oracles that read the ground truth of the data dir: they look the slice
-up by its model input (the exact pixels `evaluate` feeds them) and answer with its
-ground-truth box mapped into model pixels, plus a label and score of the test's choosing.
+up by its model input (the exact pixels `evaluate` feeds them) and answer, at score 0.9,
+with a box and label that a rule of the test makes from its ground truth (in model pixels).
 They run through the same `evaluate_detector` as a checkpoint does (slice reading,
 resampling, box mapping back to original pixels, pycocotools AP, matching, patient grades).
 
