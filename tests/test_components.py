@@ -551,7 +551,7 @@ def test_mlflow_runs_of_a_pipeline_step_carry_the_kfp_run_and_pipeline_version(
 ):
     import mlflow
 
-    from dsnet.tracking import start_run
+    from dsnet.tracking.runs import start_run
 
     for key in ("DSNET_KFP_RUN_ID", "DSNET_PIPELINE_VERSION"):
         monkeypatch.delenv(key, raising=False)

@@ -1,4 +1,9 @@
-"""DistributedDataParallel: two Gloo processes under torchrun train one identical model."""
+"""DistributedDataParallel: two Gloo processes under torchrun train one identical model.
+
+Each rank records the indices its `DistributedSampler` hands the training loader (a spy
+on ``DistributedSampler.__iter__`` that returns the same indices), so the tests can check
+that the ranks split every epoch into disjoint shards instead of training on the same data.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +22,33 @@ from dsnet.data.split import split_patients, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs on every rank under torchrun: trains, then saves this rank's final weights.
+# Runs on every rank under torchrun: trains, then saves this rank's final weights and the
+# image ids its sampler drew in each epoch.
 WORKER = """
-import os, sys
+import json, os, sys
 from pathlib import Path
 import torch
+from torch.utils.data import DistributedSampler
 from dsnet.core.config import load_params
 from dsnet.training.train import train
 
+drawn = []
+draw = DistributedSampler.__iter__
+
+def recording_draw(sampler):
+    indices = list(draw(sampler))
+    ids = [sampler.dataset.entries[i].image_id for i in indices]
+    drawn.append({"epoch": sampler.epoch, "rank": sampler.rank, "image_ids": ids})
+    return iter(indices)
+
+DistributedSampler.__iter__ = recording_draw
 data, split, root, params_file, *overrides = sys.argv[1:]
 rank = int(os.environ["RANK"])
 root = Path(root)
 result = train(data, split, root / f"out{rank}", load_params([params_file], overrides),
                plots_dir=root / f"plots{rank}")
 torch.save(result.model.state_dict(), root / f"weights{rank}.pt")
+(root / f"drawn{rank}.json").write_text(json.dumps(drawn))
 """
 
 OVERRIDES = [
@@ -40,7 +58,7 @@ OVERRIDES = [
     "model.max_size=64",
     "preprocess.spacing_mm=1.5",
     "train.device=cpu",
-    "train.epochs=1",
+    "train.epochs=2",
     "train.batch_size=2",
     "train.workers=0",
     "train.threads=1",
@@ -81,7 +99,24 @@ def test_both_ranks_end_with_identical_weights_equal_to_model_pt(ddp_run):
         assert torch.equal(rank0[key], rank1[key]), key
         assert torch.equal(rank0[key], saved[key]), key
     initial = torch.load(root / "out0" / "last.ckpt", weights_only=True)
-    assert initial["epoch"] == 1
+    assert initial["epoch"] == 2
+
+
+def test_ranks_draw_disjoint_shards_that_cover_each_epoch(ddp_run):
+    root, _ = ddp_run
+    data = load_data_dir(root / "data")
+    split = json.loads((root / "split.json").read_text())
+    train_ids = sorted(image["id"] for image in data.images_of(split["train"]))
+    assert len(train_ids) == 4  # even: DistributedSampler pads an odd count with repeats
+    drawn = [json.loads((root / f"drawn{rank}.json").read_text()) for rank in (0, 1)]
+    for rank, epochs in enumerate(drawn):
+        assert [(e["epoch"], e["rank"]) for e in epochs] == [(1, rank), (2, rank)], drawn
+    shards = [(drawn[0][e]["image_ids"], drawn[1][e]["image_ids"]) for e in (0, 1)]
+    for shard0, shard1 in shards:
+        assert len(shard0) == len(shard1) == 2, shards
+        assert not set(shard0) & set(shard1), shards
+        assert sorted(shard0 + shard1) == train_ids, shards
+    assert shards[0] != shards[1]  # set_epoch reshuffles: epoch 2 is drawn anew
 
 
 def test_only_rank_0_writes_and_logs(ddp_run):

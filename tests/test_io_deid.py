@@ -156,5 +156,5 @@ def test_burned_in_annotation_is_refused_unless_allowed(phi_file):
 
 
 def test_empty_key_is_refused(phi_file):
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ValueError, match="key must not be empty"):
         deidentify(pydicom.dcmread(phi_file), b"")

@@ -34,7 +34,7 @@ def test_sheet_with_more_slices_requested_than_available(data, tmp_path):
 
 
 def test_bad_input(data, tmp_path):
-    with pytest.raises(InputError, match="n"):
+    with pytest.raises(InputError, match="^n: must be at least 1, got 0$"):
         render_contact_sheet(data, tmp_path / "x.png", n=0)
     with pytest.raises(InputError, match="annotations.json"):
         render_contact_sheet(tmp_path / "missing", tmp_path / "x.png")

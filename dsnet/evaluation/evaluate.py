@@ -304,6 +304,52 @@ def train_run_id(model_path: Path) -> str | None:
     return str(run_id) if run_id else None
 
 
+def evaluate_detector(
+    model: Any,
+    preprocess: Mapping[str, Any],
+    data: Any,
+    test_patients: Sequence[str],
+    device: Any,
+    cfg: Mapping[str, Any],
+) -> tuple[dict[str, Any], CocoAP, MatchCounts]:
+    """Run a detector on the slices of the test patients and compute every metric.
+
+    Args:
+        model: Detector in eval mode on `device`: called with ``[FloatTensor[3, H', W']]``,
+            it returns ``[{"boxes": float[N, 4] xyxy model pixels, "labels": int64[N],
+            "scores": float[N]}]`` like torchvision's detectors.
+        preprocess: The checkpoint's ``preprocess`` (spacing_mm, windows).
+        data: The `DataDir` holding the test patients.
+        test_patients: Patient ids to evaluate (each must have slices in `data`).
+        device: torch device of `model`.
+        cfg: The ``evaluate`` parameters.
+
+    Returns:
+        ``(metrics, class-aware AP, match counts)`` as `compute_metrics`, the metrics
+        with the speed and device entries added (undefined values still ``nan``).
+
+    """
+    results = run_test_set(
+        model,
+        data,
+        data.images_of(test_patients),
+        preprocess,
+        device,
+        warmup=int(cfg.get("fps_warmup", 3)),
+        decision_threshold=float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)),
+        iou_threshold=float(cfg.get("iou_threshold", 0.5)),
+    )
+    truth = {p: data.diagnosis(p) for p in test_patients}
+    metrics, aware, counts = compute_metrics(results, data.categories, truth, cfg)
+    total = sum(r.seconds for r in results)
+    metrics |= {
+        "fps": len(results) / total if total > 0 else math.nan,
+        "seconds_per_image": total / len(results),
+        "device": device_description(device),
+    }
+    return metrics, aware, counts
+
+
 def evaluate(
     model_path: str | PathLike[str],
     data_dir: str | PathLike[str],
@@ -340,31 +386,14 @@ def evaluate(
     test_patients = list(read_split(split_path, data)["test"])
     if not test_patients:
         raise InputError(split_path, "the split has no test patients")
-    images = data.images_of(test_patients)
     device = select_device(cfg.get("device", "auto"))
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
     model, ckpt = load_detector(model_path, device, kept)
-    results = run_test_set(
-        model,
-        data,
-        images,
-        ckpt["preprocess"],
-        device,
-        warmup=int(cfg.get("fps_warmup", 3)),
-        decision_threshold=decision,
-        iou_threshold=float(cfg.get("iou_threshold", 0.5)),
+    metrics, aware, counts = evaluate_detector(
+        model, ckpt["preprocess"], data, test_patients, device, cfg
     )
-    truth = {p: data.diagnosis(p) for p in test_patients}
-    metrics, aware, counts = compute_metrics(results, data.categories, truth, cfg)
-    total = sum(r.seconds for r in results)
-    metrics |= {
-        "fps": len(results) / total if total > 0 else math.nan,
-        "seconds_per_image": total / len(results),
-        "device": device_description(device),
-        "model": str(model_path),
-    }
-    metrics = json_safe(metrics)
+    metrics = json_safe(metrics | {"model": str(model_path)})
     names = {int(c["id"]): str(c["name"]) for c in data.categories}
     plots = [
         *write_pr_curves(aware, names, plots_dir),
