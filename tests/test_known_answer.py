@@ -1,4 +1,4 @@
-"""`dsnet.evaluation.evaluate` on detectors whose answers are known: every metric has an exact value.
+"""`dsnet.evaluation.evaluate` on detectors whose answers are known: exact metric values.
 
 The detectors are oracles that read the ground truth of the data dir: they look the slice
 up by its model input (the exact pixels `evaluate` feeds them) and answer, at score 0.9,
@@ -34,7 +34,7 @@ from tiny import PREPROCESS
 from torchvision.ops import box_convert
 
 from dsnet.data.contract import load_data_dir
-from dsnet.evaluation.evaluate import evaluate_detector
+from dsnet.evaluation.scoring import evaluate_detector
 from dsnet.inference.detect import model_input
 from dsnet.io.dicom import read_slice
 from dsnet.io.transforms import boxes_to_model
