@@ -26,11 +26,13 @@ STEP_MODULES = {
 NOT_DEPS = {
     "train": {
         "dsnet/tracking/runs.py",
+        "dsnet/tracking/lineage.py",
         "dsnet/inference/pyfunc.py",
         "dsnet/inference/overlays.py",
     },
     "evaluate": {
         "dsnet/tracking/runs.py",
+        "dsnet/tracking/lineage.py",
         "dsnet/inference/pyfunc.py",
         "dsnet/inference/overlays.py",
     },
