@@ -351,7 +351,7 @@ def evaluate(
         plots_dir: Folder for the plot files (`dsnet.metrics.plots`).
         params: Parameters; the ``evaluate`` section is used (``score_threshold``,
             ``decision_threshold``, ``iou_threshold``, ``hu_thresholds``, ``fps_warmup``,
-            ``device``).
+            ``device``, ``channels_last``, ``cudnn_benchmark``).
 
     Returns:
         The metrics written (undefined values as ``None``).
@@ -365,7 +365,7 @@ def evaluate(
     from dsnet.data.split import read_split
     from dsnet.metrics.plots import write_confusion, write_loss_curve, write_pr_curves
     from dsnet.predict import load_detector
-    from dsnet.training.device import select_device
+    from dsnet.training.device import configure_backends, select_device
 
     cfg = section(params, "evaluate")
     model_path, plots_dir = Path(model_path), Path(plots_dir)
@@ -377,9 +377,10 @@ def evaluate(
         raise InputError(split_path, "the split has no test patients")
     images = data.images_of(test_patients)
     device = select_device(cfg.get("device", "auto"))
+    configure_backends(cfg.get("cudnn_benchmark", True))
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
-    model, ckpt = load_detector(model_path, device, kept)
+    model, ckpt = load_detector(model_path, device, kept, cfg.get("channels_last", False))
     results = run_test_set(
         model,
         data,

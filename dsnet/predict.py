@@ -128,7 +128,12 @@ def resolve_model(model: str | PathLike[str]) -> Path:
     return path
 
 
-def load_detector(model_path: str | PathLike[str], device: Any, score_threshold: float):
+def load_detector(
+    model_path: str | PathLike[str],
+    device: Any,
+    score_threshold: float,
+    channels_last: bool = False,
+):
     """Load a checkpoint for inference.
 
     Args:
@@ -136,6 +141,8 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
         device: torch device to run on.
         score_threshold: The detector drops boxes scoring below this
             (``roi_heads.score_thresh``).
+        channels_last: Store the weights and feed the backbone channels-last
+            (``evaluate.channels_last``, `dsnet.models.layout`).
 
     Returns:
         ``(model, checkpoint)``: the torchvision Faster R-CNN in eval mode on `device`,
@@ -143,10 +150,13 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
 
     """
     from dsnet.checkpoint import load_checkpoint
+    from dsnet.models.layout import use_channels_last
 
     model, ckpt = load_checkpoint(model_path, device)
     model.roi_heads.score_thresh = float(score_threshold)
     model.eval()
+    if channels_last:
+        use_channels_last(model)
     return model, ckpt
 
 
@@ -379,12 +389,14 @@ def patient_summaries(results: Iterable[FileResult]) -> dict[str, dict[str, Any]
 
 
 def inference_settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Decision threshold, HU thresholds and device from ``params["evaluate"]`` (or defaults)."""
+    """Decision threshold, HU thresholds, device and backend flags from ``params["evaluate"]``."""
     cfg = section(params or {}, "evaluate")
     return {
         "threshold": float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)),
         "hu_thresholds": tuple(float(t) for t in cfg.get("hu_thresholds", DEFAULT_HU_THRESHOLDS)),
         "device": cfg.get("device", "auto"),
+        "channels_last": bool(cfg.get("channels_last", False)),
+        "cudnn_benchmark": bool(cfg.get("cudnn_benchmark", True)),
     }
 
 
@@ -444,7 +456,8 @@ def predict(
         model: Checkpoint path or MLflow model URI (``models:/dsnet@champion``).
         out_dir: Output folder (created); existing unrelated files are left alone.
         params: Parameters; ``evaluate.decision_threshold``, ``evaluate.hu_thresholds``
-            and ``evaluate.device`` are used (defaults 0.5, (160, 110), auto).
+            ``evaluate.device``, ``evaluate.channels_last`` and ``evaluate.cudnn_benchmark``
+            are used (defaults 0.5, (160, 110), auto, false, true).
 
     Returns:
         The summary; ``summary.failed`` lists files that could not be processed (their
@@ -455,14 +468,17 @@ def predict(
 
     """
     from dsnet.report import write_report
-    from dsnet.training.device import select_device
+    from dsnet.training.device import configure_backends, select_device
 
     if not paths:
         raise InputError("PATH", "no input files or folders given")
     settings = inference_settings(params)
     out_dir = Path(out_dir)
     device = select_device(settings["device"])
-    detector, ckpt = load_detector(resolve_model(model), device, settings["threshold"])
+    configure_backends(settings["cudnn_benchmark"])
+    detector, ckpt = load_detector(
+        resolve_model(model), device, settings["threshold"], settings["channels_last"]
+    )
     files = collect_inputs(paths, exclude=out_dir)
     if not files:
         raise InputError(", ".join(str(p) for p in paths), "no files found")
