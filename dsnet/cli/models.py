@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
-from dsnet.cli.app import ParamsOption, SetOption, bench_app, resolve_params
+from dsnet.cli.app import SetOption, bench_app, resolve_params
 
 PAPER_PROFILE_FILES = [Path("params.yaml"), Path("params/paper.yaml")]
+ProfileOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--params",
+        "-p",
+        help="Parameter files of the profile, merged in order "
+        "(default: params.yaml params/paper.yaml, the paper profile).",
+    ),
+]
 
 
 @bench_app.command("overhead")
@@ -63,15 +72,16 @@ def gpu(
     budget_seconds: Annotated[
         float | None, typer.Option(help="No stage starts after this many seconds.")
     ] = None,
-    params: ParamsOption = None,
+    params: ProfileOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Train and infer R50 and R50+DS at the paper profile: images/s, ratios, memory, settings.
 
-    The profile comes from params.yaml + params/paper.yaml (or --params); fp16, bf16 and
-    fp32; inference at batch 1 and 16; the projected paper-profile time; channels_last,
-    cudnn.benchmark and torch.compile each off and on. The same as
-    ``python -m dsnet.bench.gpu`` (which needs only torch); docs/training.md reads the table.
+    Training (batch of the profile) and inference (batch 1 and 16) images/s in fp16, bf16
+    and fp32, DS/plain ratios, peak GPU memory, the projected paper-profile time, and
+    channels_last, cudnn.benchmark and torch.compile each off and on. Same as
+    python -m dsnet.bench.gpu (torch only) and bench/gpu.sh; docs/training.md explains
+    the table.
     """
     from dsnet.bench.gpu import TINY_BUDGET, TINY_PROFILE, BenchBudget, bench_gpu, format_table
     from dsnet.bench.gpu.measure import PRECISIONS

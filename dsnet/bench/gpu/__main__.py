@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--show", type=Path, metavar="JSON", help="only print the table of a result file"
     )
-    parser.add_argument("--tiny", action="store_true", help="test size: 64 px, batch 2, 2 steps")
+    parser.add_argument("--tiny", action="store_true", help="test size: 64 px, batch 2, one step")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument(
         "--precision",

@@ -131,14 +131,14 @@ TINY_PROFILE = replace(
 )
 """CPU test size: the paper profile's model on 64 px images, batch 2, few proposals and RoIs."""
 TINY_BUDGET = BenchBudget(
-    warmup=1,
+    warmup=0,
     iterations=1,
     stage_seconds=2.0,
     total_seconds=600.0,
     inference_batches=(1, 2),
     compile_backend="eager",
 )
-"""CPU test budget: one warm-up and one timed iteration per stage; ``torch.compile`` with the
+"""CPU test budget: one timed iteration per configuration, no warm-up; ``torch.compile`` with the
 ``eager`` backend (graph capture without code generation, which takes minutes on a CPU)."""
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+PRECISION_ORDER = ("fp16", "bf16", "fp32")
+SETTING_ORDER = ("channels_last", "cudnn_benchmark", "compile")
+KIND_ORDER = ("train", "inference")
+
 
 def format_table(result: dict[str, Any]) -> str:
     """Render a `dsnet.bench.gpu.bench_gpu` result for people.
@@ -45,9 +49,9 @@ def format_table(result: dict[str, Any]) -> str:
                 _num(e.get("peak_memory_mib"), 0),
                 _num(e["paper_profile_hours"], 2),
             ]
-            for key, e in result["training"].items()
+            for key, e in _ordered(result["training"])
         ],
-        [e["unavailable"] for e in result["training"].values()],
+        [e["unavailable"] for _, e in _ordered(result["training"])],
     )
     lines += _block(
         "inference (images/s)",
@@ -60,9 +64,9 @@ def format_table(result: dict[str, Any]) -> str:
                 _ratio(e["ds_over_plain"]),
                 _num(e.get("peak_memory_mib"), 0),
             ]
-            for key, e in result["inference"].items()
+            for key, e in _ordered(result["inference"])
         ],
-        [e["unavailable"] for e in result["inference"].values()],
+        [e["unavailable"] for _, e in _ordered(result["inference"])],
     )
     lines += _block(
         "settings (R50+DS, images/s)",
@@ -75,9 +79,9 @@ def format_table(result: dict[str, Any]) -> str:
                 _num(e.get("on")),
                 _ratio(e["speedup"]),
             ]
-            for e in result["settings"].values()
+            for _, e in _ordered(result["settings"])
         ],
-        [e["unavailable"] for e in result["settings"].values()],
+        [e["unavailable"] for _, e in _ordered(result["settings"])],
     )
     paper = result["paper_profile"]
     hours = paper["hours"]
@@ -92,6 +96,21 @@ def format_table(result: dict[str, Any]) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _ordered(table: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Entries in a fixed order (precision, setting, kind, batch), whatever the dict's."""
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple:
+        entry = item[1]
+        return (
+            SETTING_ORDER.index(entry["setting"]) if "setting" in entry else -1,
+            KIND_ORDER.index(entry["kind"]) if "kind" in entry else -1,
+            PRECISION_ORDER.index(entry["precision"]),
+            entry["batch_size"],
+        )
+
+    return sorted(table.items(), key=key)
 
 
 def _block(
