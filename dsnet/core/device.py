@@ -78,10 +78,17 @@ def configure_threads(threads: int | str | None, processes_per_node: int = 1) ->
     return count
 
 
-def configure_backends(device: torch.device) -> None:
-    """Let cuDNN pick the fastest kernels on GPU (input sizes are fixed per profile)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+def configure_backends(cudnn_benchmark: bool = True) -> None:
+    """Set ``torch.backends.cudnn.benchmark`` (``train.cudnn_benchmark``).
+
+    With it cuDNN times its kernels for each new input shape and keeps the fastest; input
+    sizes are fixed per profile, so that happens once. It only matters on CUDA.
+
+    Args:
+        cudnn_benchmark: The setting (harmless on the CPU, where cuDNN is not used).
+
+    """
+    torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
 
 
 def autocast_dtype(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dsnet.core.config import section
-from dsnet.core.device import select_device
+from dsnet.core.device import configure_backends, select_device
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.contract import load_data_dir
@@ -99,7 +99,7 @@ def evaluate(
         plots_dir: Folder for the plot files (`dsnet.evaluation.plots`).
         params: Parameters; the ``evaluate`` section is used (``score_threshold``,
             ``decision_threshold``, ``iou_threshold``, ``hu_thresholds``, ``fps_warmup``,
-            ``device``).
+            ``device``, ``channels_last``, ``cudnn_benchmark``).
 
     Returns:
         The metrics written (undefined values as ``None``).
@@ -118,9 +118,10 @@ def evaluate(
     if not test_patients:
         raise InputError(split_path, "the split has no test patients")
     device = select_device(cfg.get("device", "auto"))
+    configure_backends(cfg.get("cudnn_benchmark", True))
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
-    model, ckpt = load_detector(model_path, device, kept)
+    model, ckpt = load_detector(model_path, device, kept, cfg.get("channels_last", False))
     metrics, aware, counts = evaluate_detector(
         model, ckpt["preprocess"], data, test_patients, device, cfg
     )

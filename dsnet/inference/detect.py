@@ -61,10 +61,12 @@ def detect(
 
 
 def inference_settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Decision threshold, HU thresholds and device from ``params["evaluate"]`` (or defaults)."""
+    """Decision threshold, HU thresholds, device and backend flags from ``params["evaluate"]``."""
     cfg = section(params or {}, "evaluate")
     return {
         "threshold": float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD)),
         "hu_thresholds": tuple(float(t) for t in cfg.get("hu_thresholds", HU_THRESHOLDS)),
         "device": cfg.get("device", "auto"),
+        "channels_last": bool(cfg.get("channels_last", False)),
+        "cudnn_benchmark": bool(cfg.get("cudnn_benchmark", True)),
     }

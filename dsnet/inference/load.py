@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_dir
 from dsnet.models.checkpoint import load_checkpoint, read_checkpoint
+from dsnet.models.layout import use_channels_last
 from dsnet.tracking.runs import configure_mlflow, tracking_uri
 
 CACHE_ENV = "DSNET_MODEL_CACHE"
@@ -119,7 +120,12 @@ def resolve_model(model: str | PathLike[str]) -> Path:
     return path
 
 
-def load_detector(model_path: str | PathLike[str], device: Any, score_threshold: float):
+def load_detector(
+    model_path: str | PathLike[str],
+    device: Any,
+    score_threshold: float,
+    channels_last: bool = False,
+):
     """Load a checkpoint for inference.
 
     Args:
@@ -127,6 +133,8 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
         device: torch device to run on.
         score_threshold: The detector drops boxes scoring below this
             (``roi_heads.score_thresh``).
+        channels_last: Store the weights and feed the backbone channels-last
+            (``evaluate.channels_last``, `dsnet.models.layout`).
 
     Returns:
         ``(model, checkpoint)``: the torchvision Faster R-CNN in eval mode on `device`,
@@ -136,4 +144,6 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
     model, ckpt = load_checkpoint(model_path, device)
     model.roi_heads.score_thresh = float(score_threshold)
     model.eval()
+    if channels_last:
+        use_channels_last(model)
     return model, ckpt

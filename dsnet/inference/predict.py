@@ -24,7 +24,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from dsnet.core.device import select_device
+from dsnet.core.device import configure_backends, select_device
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.classes import CLASS_NAMES
@@ -263,7 +263,10 @@ def predict(
     settings = inference_settings(params)
     out_dir = Path(out_dir)
     device = select_device(settings["device"])
-    detector, ckpt = load_detector(resolve_model(model), device, settings["threshold"])
+    configure_backends(settings["cudnn_benchmark"])
+    detector, ckpt = load_detector(
+        resolve_model(model), device, settings["threshold"], settings["channels_last"]
+    )
     files = collect_inputs(paths, exclude=out_dir)
     if not files:
         raise InputError(", ".join(str(p) for p in paths), "no files found")

@@ -43,6 +43,7 @@ from dsnet.data.contract import load_data_dir
 from dsnet.data.dataset import CTDetectionDataset
 from dsnet.data.split import read_split
 from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
+from dsnet.models.layout import use_channels_last
 from dsnet.tracking.lineage import lineage_tags
 from dsnet.tracking.runs import NullTracker, start_run
 from dsnet.training import distributed
@@ -129,7 +130,7 @@ def train(
     ctx = distributed.from_env()
     device = select_device(train_cfg.get("device", "auto"), ctx.local_rank)
     configure_threads(train_cfg.get("threads", "auto"), ctx.local_world_size)
-    configure_backends(device)
+    configure_backends(train_cfg.get("cudnn_benchmark", True))
     distributed.init_process_group(ctx, device)
     try:
         return _train(
@@ -178,6 +179,8 @@ def _train(
         weights=model_params.get("weights"),
         trainable_layers=model_params.get("trainable_layers"),
     ).to(device)
+    if train_cfg.get("channels_last", False):
+        use_channels_last(model)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg, iters_per_epoch=len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)
