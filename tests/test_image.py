@@ -235,31 +235,35 @@ def _artifact(name: str, definition: dict, uri: str) -> dict:
     return {"name": name, "type": definition["artifactType"], "uri": uri, "metadata": {}}
 
 
+def pipeline_defaults(task: str) -> dict:
+    """The parameter values the compiled pipeline's top-level `task` gets by default."""
+    spec = _pipeline()
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    inputs = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    return {
+        name: defaults[source["componentInputParameter"]]["defaultValue"]
+        for name, source in inputs.items()
+    }
+
+
 def run_component(
-    image: Image, task: str, artifacts: dict[str, str], out: str, parameters: dict | None = None
+    image: Image, component: str, out: str, artifacts: dict[str, str], parameters: dict
 ) -> dict:
-    """Run task `task` of the compiled pipeline in `image` the way KFP's launcher does.
+    """Run `component` of the compiled pipeline in `image` the way KFP's launcher does.
 
     The container's command and arguments come from the compiled pipeline YAML; ``{{$}}``
-    becomes the executor input (written to ``<out>/executor_input.json`` too): `artifacts`
-    maps input names to paths in the image, outputs go to ``<out>/<name>``, parameters are
-    `parameters` or else the pipeline's defaults.
+    becomes the executor input (also left in ``<out>/executor_input.json``): `artifacts`
+    maps input names to paths in the image, `parameters` gives the parameter values, and
+    each output artifact goes to ``<out>/<name>``.
 
     Returns:
         The executor output the component wrote (``<out>/executor_output.json``).
     """
     spec = _pipeline()
-    dag_task = spec["root"]["dag"]["tasks"][task]
-    component = spec["components"][dag_task["componentRef"]["name"]]
-    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
-    defaults = spec["root"]["inputDefinitions"]["parameters"]
-    if parameters is None:
-        parameters = {
-            name: defaults[source["componentInputParameter"]]["defaultValue"]
-            for name, source in dag_task["inputs"].get("parameters", {}).items()
-        }
-    inputs = component.get("inputDefinitions", {}).get("artifacts", {})
-    outputs = component.get("outputDefinitions", {}).get("artifacts", {})
+    definition = spec["components"][f"comp-{component}"]
+    container = spec["deploymentSpec"]["executors"][definition["executorLabel"]]["container"]
+    inputs = definition.get("inputDefinitions", {}).get("artifacts", {})
+    outputs = definition.get("outputDefinitions", {}).get("artifacts", {})
     executor_input = {
         "inputs": {
             "parameterValues": parameters,
@@ -270,14 +274,14 @@ def run_component(
         },
         "outputs": {
             "artifacts": {
-                name: {"artifacts": [_artifact(name, definition, f"{out}/{name}")]}
-                for name, definition in outputs.items()
+                name: {"artifacts": [_artifact(name, output, f"{out}/{name}")]}
+                for name, output in outputs.items()
             },
             "outputFile": f"{out}/executor_output.json",
         },
     }
+    image.run("mkdir", "-p", out)  # as the image's user, like the launcher's output folder
     host_out = image.tmp / out.removeprefix("/tmp/")
-    host_out.mkdir(parents=True)
     (host_out / "executor_input.json").write_text(json.dumps(executor_input))
     args = [
         (host_out / "executor_input.json").read_text() if arg == "{{$}}" else arg
@@ -293,13 +297,19 @@ def test_synth_split_and_kfp_components_run_in_the_image(image):
     cli_split = json.loads((image.tmp / "chain" / "split.json").read_text())
     assert sorted(cli_split["train"] + cli_split["test"]) == ["SYN-0001", "SYN-0002"]
 
-    resolved = run_component(image, "resolve-params", {}, "/tmp/chain/resolve-params")
+    resolved = run_component(
+        image,
+        "resolve-params",
+        "/tmp/chain/resolve-params",
+        {},
+        pipeline_defaults("resolve-params"),
+    )
     params = "/tmp/chain/resolve-params/params"
     assert yaml.safe_load((image.tmp / params.removeprefix("/tmp/")).read_text())["split"]
     assert resolved["artifacts"]["params"]["artifacts"][0]["metadata"]["params_hash"]
 
     output = run_component(
-        image, "split", {"data": "/tmp/chain/data", "params": params}, "/tmp/chain/split"
+        image, "split", "/tmp/chain/split", {"data": "/tmp/chain/data", "params": params}, {}
     )
     component_split = json.loads((image.tmp / "chain" / "split" / "patient_split").read_text())
     assert component_split == cli_split  # the same step, the same parameters, the same split
