@@ -44,7 +44,6 @@ pytestmark = [
 class Image:
     """A mounted image: its read-only root, the host folder at its /tmp, its config."""
 
-    name: str
     root: Path
     tmp: Path
     config: dict
@@ -94,7 +93,7 @@ def image(tmp_path_factory) -> Iterator[Image]:
             done.append(root / target)
         _host("mount", "-t", "proc", "proc", str(root / "proc"))
         done.append(root / "proc")
-        yield Image(IMAGE, root, tmp, info["Config"])
+        yield Image(root, tmp, info["Config"])
     finally:
         for target in reversed(done):
             subprocess.run(["umount", str(target)], check=False)
