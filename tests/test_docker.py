@@ -7,6 +7,7 @@ shell logic is run with sh, and the build context is checked against .dockerigno
 from __future__ import annotations
 
 import io
+import platform
 import re
 import shlex
 import shutil
@@ -20,6 +21,7 @@ from dockerfile_parse import DockerfileParser
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "infra" / "docker" / "Dockerfile"
 TORCH_REQUIREMENTS = REPO / "infra" / "docker" / "torch_requirements.py"
+LOCAL_WHEELS = REPO / "infra" / "docker" / "local_wheels.py"
 
 
 def _parser(**build_args: str) -> DockerfileParser:
@@ -56,7 +58,7 @@ def _lock_lines() -> list[str]:
 
 
 def test_two_stages_and_the_runtime_runs_dsnet_as_non_root():
-    build, runtime = _stages()
+    _, build, runtime = _stages()
     assert build[0]["value"].endswith("AS build") and runtime[0]["value"].endswith("AS runtime")
     (user,) = _values(runtime, "USER")
     uid, _, gid = user.partition(":")
@@ -86,25 +88,76 @@ def test_oci_labels_come_from_build_args():
 def test_install_steps_follow_the_lock_not_a_dependency_list():
     text = DOCKERFILE.read_text()
     assert "torch==" not in text and "torchvision==" not in text
-    build, _ = _stages()
+    _, build, _ = _stages()
     installs = []
     for value in _values(build, "RUN"):
-        words = shlex.split(_run_script(value).replace(";;", " ; "), posix=True)
+        words = shlex.split(_run_script(value).replace(";", " ; "), posix=True)
         for at, word in enumerate(words):
             if word == "pip" and words[at + 1] == "install":
                 args = words[at + 2 :]
                 ends = [n for n, w in enumerate(args) if w in {"&&", "||", ";", "|"}]
                 installs.append(args[: ends[0]] if ends else args)
     # CPU torch from its index, then the (variant's) lock, then dsnet itself without deps,
-    # so nothing but the lock decides a version.
+    # so nothing but the lock decides a version; the wheel folder only supplies files.
     assert installs == [
         ["--index-url", "$TORCH_INDEX_URL", "-r", "torch.txt"],
+        ["--no-index", "--find-links", "/wheels", "--no-deps", "--no-compile", "-r", "local.txt"],
         ["--no-compile", "-r", "variant.lock"],
         ["--no-deps", "--no-compile", "."],
     ]
     assert _values(build, "ARG")[0] == "TORCH_VARIANT=cuda"
     copied = " ".join(_values(build, "COPY"))
     assert "requirements/pipeline.lock" in copied
+
+
+def test_the_wheel_folder_is_mounted_for_pip_and_never_copied():
+    wheels, build, runtime = _stages()
+    assert [i["instruction"] for i in wheels] == ["FROM"]
+    assert wheels[0]["value"] == "scratch AS wheels"  # empty unless --build-context wheels=DIR
+    (lock_install,) = [v for v in _values(build, "RUN") if "-r variant.lock" in v]
+    assert lock_install.startswith("--mount=type=cache,target=/root/.cache/pip")
+    assert "--mount=type=bind,from=wheels,target=/wheels" in lock_install
+    assert "local_wheels.py variant.lock /wheels > local.txt" in lock_install
+    copies = _values(build, "COPY") + _values(runtime, "COPY")
+    assert not [v for v in copies if v.startswith("--from=wheels") or v.endswith("/wheels")]
+
+
+def _local_wheels(lock: Path, folder: Path) -> list[str]:
+    return subprocess.run(
+        [sys.executable, str(LOCAL_WHEELS), str(lock), str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def test_local_wheels_lists_the_pins_a_wheel_folder_satisfies(tmp_path):
+    here = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    lock = tmp_path / "variant.lock"
+    lock.write_text(
+        "torch==2.14.1\n    # via dsnet\nnvidia-cublas==13.1.1.3\nnumpy==2.4.1\n"
+        "six==1.17.0\nopencv-python==4.14.0.94\npillow==11.3.0\nrich==15.0.0\n"
+    )
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    for name in [
+        f"torch-2.14.1-{here}-{here}-manylinux_2_28_x86_64.whl",  # fits
+        "nvidia_cublas-13.1.1.3-py3-none-manylinux_2_27_x86_64.whl",  # fits (name normalised)
+        f"numpy-2.4.0-{here}-{here}-manylinux_2_28_x86_64.whl",  # another version
+        "six-1.17.0-py2.py3-none-any.whl",  # pure Python
+        "opencv_python-4.14.0.94-cp37-abi3-manylinux_2_28_x86_64.whl",  # stable ABI
+        "pillow-11.3.0-cp39-cp39-manylinux_2_28_x86_64.whl",  # another Python
+        f"rich-15.0.0-{here}-{here}-macosx_11_0_x86_64.whl",  # another platform
+    ]:
+        (folder / name).touch()
+    if platform.machine() == "x86_64":
+        assert _local_wheels(lock, folder) == [
+            "nvidia-cublas==13.1.1.3",
+            "opencv-python==4.14.0.94",
+            "six==1.17.0",
+            "torch==2.14.1",
+        ]
+    assert _local_wheels(lock, tmp_path / "empty") == []
 
 
 def _variant_branch(variant: str, index_url: str, workdir: Path) -> subprocess.CompletedProcess:
@@ -115,7 +168,7 @@ def _variant_branch(variant: str, index_url: str, workdir: Path) -> subprocess.C
     (workdir / "infra" / "docker" / "torch_requirements.py").write_text(
         TORCH_REQUIREMENTS.read_text()
     )
-    build, _ = _stages()
+    _, build, _ = _stages()
     (script,) = [_run_script(v) for v in _values(build, "RUN") if "TORCH_VARIANT" in v]
     return subprocess.run(
         ["sh", "-c", script],
