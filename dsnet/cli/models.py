@@ -83,9 +83,15 @@ def gpu(
     python -m dsnet.bench.gpu (torch only) and bench/gpu.sh; docs/training.md explains
     the table.
     """
-    from dsnet.bench.gpu import TINY_BUDGET, TINY_PROFILE, BenchBudget, bench_gpu, format_table
-    from dsnet.bench.gpu.measure import PRECISIONS
-    from dsnet.bench.gpu.profile import profile_from_params, with_bounds
+    from dsnet.bench.gpu import (  # lazy: fast `dsnet --help`
+        TINY_BUDGET,
+        TINY_PROFILE,
+        BenchBudget,
+        bench_gpu,
+        format_table,
+    )
+    from dsnet.bench.gpu.measure import PRECISIONS  # lazy: fast `dsnet --help`
+    from dsnet.bench.gpu.profile import profile_from_params, with_bounds  # lazy: fast --help
 
     if tiny:
         profile = TINY_PROFILE
