@@ -88,10 +88,6 @@ class BenchProfile:
             "detector": dict(self.detector),
         }
 
-    def train_params(self) -> dict[str, Any]:
-        """The ``train`` params keys the optimizer reads (``lr``, momentum, weight decay)."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
-
 
 @dataclass(frozen=True)
 class BenchBudget:

@@ -50,8 +50,6 @@ from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 
 SCHEMA = "dsnet-bench-gpu/1"
-SETTINGS = ("channels_last", "cudnn_benchmark", "compile")
-"""The on/off settings measured; the first two are ``train``/``evaluate`` params."""
 
 
 def reference_precision(profile: BenchProfile, device: torch.device) -> str:
