@@ -82,7 +82,7 @@ def read_csv_source(csv_path: Path, key: str) -> Intake:
             and str(rel) not in listed
         ):
             intake.learn_identities(file)
-            intake.reject(rel, f"no row in {csv_path.name}")
+            intake.reject(rel, "no row in the CSV")
     return intake
 
 
@@ -103,7 +103,7 @@ def _parse_rows(csv_path: Path, intake: Intake) -> dict[str, _FileRows]:
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not row.get("file"):
-            intake.reject(f"{csv_path.name} line {line}", "empty file column")
+            intake.reject(f"CSV line {line}", "empty file column")
             continue
         rows = files.setdefault(row["file"], _FileRows())
         intake.patient_ids.add(row["patient_id"])

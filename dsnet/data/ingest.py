@@ -15,9 +15,11 @@ atomically, so a failed ingest leaves an existing one untouched.
 
 Privacy: every DICOM file is de-identified with `dsnet.io.deid.deidentify` under the
 secret key (PatientID -> keyed pseudonym; annotations and dxa.csv follow it), files are
-renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``, and in the report's source paths and
-reasons original patient IDs are replaced by their pseudonyms and patient-name parts are
-masked, so no original identifier is written to the output folder.
+renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``. Source paths are never written: the
+report names a source file by its keyed reference (`dsnet.io.redact.source_ref` of its
+path relative to the source folder), and in reasons original patient IDs become their
+pseudonyms and patient names, source file and folder names are masked (`report_redactor`),
+so no original identifier or file name is written to the output folder.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ import csv
 import io
 import json
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -41,12 +42,12 @@ from dsnet.errors import DataValidationError, InputError
 from dsnet.fsutil import atomic_dir, atomic_write_json, atomic_write_text
 from dsnet.io import CTSlice, read_slice
 from dsnet.io.deid import deidentify, pseudonym
+from dsnet.io.redact import Redactor
 
 REPORT_FILE = "ingest_report.json"
 REPORT_FORMAT = "dsnet-ingest-report/1"
 KEY_ENV = "DSNET_DEID_KEY"
 MIN_KEY_CHARS = 16
-NAME_MASK = "[name]"
 
 Box = tuple[float, float, float, float, int, float]
 """(x, y, w, h, category_id, t_score): a COCO box in stored pixels with its label."""
@@ -140,9 +141,10 @@ class IngestReport:
     Attributes:
         out_dir: The written data dir.
         form: Source form, "data-dir" or "csv".
-        accepted: One entry per written slice: ``source``, ``file``, ``patient_id``
-            (pseudonym), ``vertebra``, ``boxes``.
-        rejected: One entry per rejected file or record: ``source``, ``reason``.
+        accepted: One entry per written slice: ``source`` (keyed reference), ``file``,
+            ``patient_id`` (pseudonym), ``vertebra``, ``boxes``.
+        rejected: One entry per rejected file or record: ``source`` (keyed reference of a
+            file, or the record in annotations.json / dxa.csv / the CSV), ``reason``.
     """
 
     out_dir: Path
@@ -220,21 +222,35 @@ def ingest(
     if not intake.records:
         lines = [f"{intake.base / item}: {reason}" for item, reason in intake.rejected]
         raise DataValidationError(src, lines or ["no DICOM files to ingest"])
-    redact = Redactor(intake.patient_ids, intake.patient_names, key)
+    redact = report_redactor(intake, key)
     with atomic_dir(out_dir) as tmp:
         accepted = write_intake(intake, tmp, key)
         contract.load_data_dir(tmp)
         report = IngestReport(
             out_dir=out_dir,
             form=intake.form,
-            accepted=[{k: redact(v) for k, v in entry.items()} for entry in accepted],
+            accepted=[redact.entry(entry) for entry in accepted],
             rejected=[
-                {"source": redact(item), "reason": redact(reason)}
-                for item, reason in intake.rejected
+                redact.entry({"source": item, "reason": reason}) for item, reason in intake.rejected
             ],
         )
         atomic_write_json(tmp / REPORT_FILE, report.to_json())
     return report
+
+
+STRUCTURAL_ITEMS = (contract.ANNOTATIONS_FILE, contract.DXA_FILE, "CSV line")
+"""Rejected items that name part of the source layout, not a source file."""
+
+
+def report_redactor(intake: Intake, key: str) -> Redactor:
+    """The redactor of an intake's report entries (`dsnet.io.redact`)."""
+    return Redactor(
+        key,
+        intake.patient_ids,
+        intake.patient_names,
+        source=intake.base,
+        structural=STRUCTURAL_ITEMS,
+    )
 
 
 def check_out_dir(src: Path, out_dir: Path) -> None:
@@ -451,34 +467,3 @@ def dxa_csv(dxa: Mapping[tuple[str, str], float], key: str) -> str:
     rows = sorted((pseudonym(patient, key), vertebra, t) for (patient, vertebra), t in dxa.items())
     writer.writerows((patient, vertebra, repr(t)) for patient, vertebra, t in rows)
     return buffer.getvalue()
-
-
-class Redactor:
-    """Replace original patient IDs by their pseudonyms and mask patient-name parts.
-
-    One regular-expression pass, longest match first, so a replacement is never
-    re-matched. Name parts (split at ``^``, ``=`` and spaces) of 3+ characters are
-    matched case-insensitively.
-    """
-
-    def __init__(self, patient_ids: Iterable[str], patient_names: Iterable[str], key: str):
-        self._pseudonyms = {pid: pseudonym(pid, key) for pid in patient_ids if pid}
-        parts = {
-            part.lower()
-            for name in patient_names
-            for part in re.split(r"[\^= ]+", name)
-            if len(part) >= 3
-        }
-        alternatives = sorted(
-            [(len(pid), re.escape(pid)) for pid in self._pseudonyms]
-            + [(len(part), f"(?i:{re.escape(part)})") for part in parts],
-            reverse=True,
-        )
-        pattern = "|".join(regex for _, regex in alternatives)
-        self._pattern = re.compile(pattern) if pattern else None
-
-    def __call__(self, value: Any) -> Any:
-        """Redact a string; other values pass through."""
-        if not isinstance(value, str) or self._pattern is None:
-            return value
-        return self._pattern.sub(lambda m: self._pseudonyms.get(m.group(0), NAME_MASK), value)

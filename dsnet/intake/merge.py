@@ -140,7 +140,8 @@ def merge_batch(
     conflicts = conflicting_patients(new.dxa, curated_dxa)
     merge = Merge(data=new)
     for patient, reason in conflicts.items():
-        merge.rejected.append({"source": f"T-scores of {patient}", "reason": reason})
+        item = f"{contract.DXA_FILE} rows of {patient}"
+        merge.rejected.append({"source": item, "reason": reason})
     chosen: list[tuple[dict[str, Any], dict[str, str]]] = []
     in_batch: dict[str, str] = {}
     for image in new.images:

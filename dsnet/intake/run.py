@@ -31,7 +31,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from dsnet.data.ingest import Redactor, read_source, resolve_key, write_intake
+from dsnet.data.ingest import (
+    STRUCTURAL_ITEMS,
+    read_source,
+    report_redactor,
+    resolve_key,
+    write_intake,
+)
 from dsnet.data.split import split_patients, write_split
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_write_json
@@ -46,6 +52,7 @@ from dsnet.intake.report import (
     write_report,
 )
 from dsnet.intake.versioning import DataRepo
+from dsnet.io.redact import Redactor, batch_ref, source_ref
 
 BATCH_REPORT_FORMAT = "dsnet-intake-report/1"
 BATCH_REPORT = "batch_report.json"
@@ -184,9 +191,8 @@ def intake(
                 )
                 result.batches.append(outcome)
                 with tempfile.TemporaryDirectory(prefix="dsnet-intake-") as scratch:
-                    run.log_artifact(
-                        atomic_write_json(Path(scratch) / f"{batch}.json", report), "batches"
-                    )
+                    name = f"{report['batch']}.json"
+                    run.log_artifact(atomic_write_json(Path(scratch) / name, report), "batches")
             result.data_version = repo.head_version()
             result.tag = repo.version_tag(result.data_version)
             run.set_tags(
@@ -226,9 +232,10 @@ def intake_batch(
         The batch's result and its report (also written next to the moved batch).
 
     """
+    label = batch_ref(batch, key)
     report: dict[str, Any] = {
         "format": BATCH_REPORT_FORMAT,
-        "batch": batch,
+        "batch": label,
         "inbox": box.uri,
         "accepted": [],
         "duplicates": [],
@@ -239,29 +246,29 @@ def intake_batch(
     staging = repo.new_staging()
     try:
         with box.fetch(batch) as fetched:
-            report["rejected"] += [{"source": i, "reason": r} for i, r in fetched.unusable]
+            redact = Redactor(key, source=fetched.folder, structural=STRUCTURAL_ITEMS)
+            report["rejected"] += [
+                {"source": source_ref(item, key), "reason": r} for item, r in fetched.unusable
+            ]
             try:
                 found = read_source(batch_source(fetched.folder), key)
             except InputError as exc:
-                reason = exc.reason.replace(str(fetched.folder), batch)
-                report["rejected"].append(
-                    {"source": _relative(exc.path, fetched.folder), "reason": reason}
-                )
+                source = _relative(exc.path, fetched.folder)
+                report["rejected"].append(redact.entry({"source": source, "reason": exc.reason}))
                 return _finish(box, batch, REJECTED, report)
-            redact = Redactor(found.patient_ids, found.patient_names, key)
+            redact = report_redactor(found, key)
             report["source_form"] = found.form
             report["rejected"] += [
-                {"source": redact(item), "reason": redact(reason)}
-                for item, reason in found.rejected
+                redact.entry({"source": item, "reason": reason}) for item, reason in found.rejected
             ]
             if not found.records:
                 return _finish(box, batch, REJECTED, report)
             written = write_intake(found, staging.with_name("batch"), key)
         curated = load_curated(repo.target)
-        merged = merge_batch(curated, staging.with_name("batch"), written, staging, batch)
-        report["accepted"] = [{k: redact(v) for k, v in e.items()} for e in merged.added]
-        report["duplicates"] = [{k: redact(v) for k, v in e.items()} for e in merged.duplicates]
-        report["rejected"] += [{k: redact(v) for k, v in e.items()} for e in merged.rejected]
+        merged = merge_batch(curated, staging.with_name("batch"), written, staging, label)
+        report["accepted"] = [redact.entry(e) for e in merged.added]
+        report["duplicates"] = [redact.entry(e) for e in merged.duplicates]
+        report["rejected"] += [redact.entry(e) for e in merged.rejected]
         if not merged.added:
             return _finish(box, batch, PROCESSED if merged.duplicates else REJECTED, report)
 
@@ -281,7 +288,7 @@ def intake_batch(
             atomic_write_json(report_dir / BATCH_REPORT, _with_summary(report))
             totals = data_report["totals"]
             message = (
-                f"intake {batch}: {tag} {version}\n\n"
+                f"intake {label}: {tag} {version}\n\n"
                 f"{len(merged.added)} slices added, {len(merged.duplicates)} duplicates, "
                 f"{len(report['rejected'])} rejected; now {totals['slices']} slices of "
                 f"{totals['patients']} patients"
