@@ -30,6 +30,7 @@ import torch
 
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_path
+from dsnet.params_schema import SCHEMA, check_params
 from dsnet.torchfile import load_torch_file
 
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
@@ -186,7 +187,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [key for key in entries if key not in checkpoint]
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
+    check_config(path, checkpoint)
     return checkpoint
+
+
+def check_config(path: Path, checkpoint: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose model or preprocess config is malformed or absurd.
+
+    The values are checked like the parameters they came from (`dsnet.params_schema`),
+    so a bad value blames the checkpoint, not the slice it is later applied to.
+
+    Raises:
+        InputError: Naming `path` and the config key.
+
+    """
+    for name, keys in (("model", MODEL_KEYS), ("preprocess", PREPROCESS_KEYS)):
+        config = checkpoint[name]
+        if not isinstance(config, Mapping):
+            raise InputError(path, f"checkpoint {name} config is not a mapping")
+        lacking = [key for key in keys if key not in config]
+        if lacking:
+            raise InputError(path, f"checkpoint {name} config lacks {', '.join(lacking)}")
+        known = {k: v for k, v in config.items() if k in SCHEMA[name]}
+        try:
+            check_params({name: known}, "checkpoint")
+        except InputError as exc:
+            key = exc.path.removeprefix("params ").removesuffix(" (checkpoint)")
+            raise InputError(path, f"checkpoint config {key}: {exc.reason}") from None
 
 
 def load_checkpoint(

@@ -19,7 +19,6 @@ them to accept or reject single files.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dsnet.data.classes import CATEGORIES, patient_diagnosis, who_class
 from dsnet.errors import DataValidationError, InputError
+from dsnet.inputs import not_regular_reason, read_json, read_text
 
 VERTEBRAE = ("L1", "L2", "L3", "L4")
 DXA_COLUMNS = ("patient_id", "vertebra", "t_score")
@@ -40,6 +41,7 @@ DXA_FILE = "dxa.csv"
 DICOM_DIR = "dicom"
 MIN_BOX_SIDE_PX = 1.0  # boxes with w or h <= 1 px are degenerate
 T_TOLERANCE = 1e-6  # annotation T vs dxa.csv T
+T_SCORE_RANGE = (-6.0, 6.0)  # DXA T-scores outside this are data-entry errors
 _DEFER_SIZE = 1024  # bytes: values larger than this stay on disk while reading headers
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -214,13 +216,9 @@ def _get(record: Any, key: str) -> Any:
 def read_annotations(path: Path) -> tuple[dict[str, Any], list[str]]:
     """Read annotations.json; returns (content, reasons). Content is ``{}`` when unusable."""
     try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}, ["file not found"]
-    except json.JSONDecodeError as exc:
-        return {}, [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [f"cannot read: {exc}"]
+        coco = read_json(path)
+    except InputError as exc:
+        return {}, [exc.reason]
     if not isinstance(coco, dict):
         return {}, ["expected a JSON object with images, annotations and categories"]
     reasons = [
@@ -232,13 +230,14 @@ def read_annotations(path: Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def read_dxa(path: Path) -> tuple[dict[tuple[str, str], float], list[str]]:
-    """Read dxa.csv (``patient_id,vertebra,t_score``); returns (lookup, reasons)."""
+    """Read dxa.csv (``patient_id,vertebra,t_score``); returns (lookup, reasons).
+
+    A byte-order mark is accepted; a T-score outside `T_SCORE_RANGE` is a reason.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, ["file not found"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [f"cannot read: {exc}"]
+        text = read_text(path)
+    except InputError as exc:
+        return {}, [exc.reason]
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None or tuple(h.strip() for h in header) != DXA_COLUMNS:
@@ -257,8 +256,8 @@ def read_dxa(path: Path) -> tuple[dict[tuple[str, str], float], list[str]]:
             reasons.append(f"line {line}: empty patient_id")
         elif check_vertebra(vertebra):
             reasons.append(f"line {line}: {check_vertebra(vertebra)}")
-        elif t is None:
-            reasons.append(f"line {line}: t_score {raw_t!r} is not a finite number")
+        elif check_t_score(raw_t):
+            reasons.append(f"line {line}: {check_t_score(raw_t)}")
         elif (patient, vertebra) in dxa:
             reasons.append(f"line {line}: duplicate row for {patient} {vertebra}")
         else:
@@ -275,6 +274,22 @@ def parse_t_score(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return t if math.isfinite(t) else None
+
+
+def check_t_score(value: Any) -> str | None:
+    """Reason why `value` is not a plausible DXA T-score (a finite number in `T_SCORE_RANGE`)."""
+    t = parse_t_score(value)
+    if t is None:
+        return f"t_score {value!r} is not a finite number"
+    low, high = T_SCORE_RANGE
+    if not low <= t <= high:
+        return f"t_score {t:g} is outside the plausible range {low:g}..{high:g}"
+    return None
+
+
+def _is_json_number(value: Any) -> bool:
+    """A JSON number (int or float, not bool or text) that is finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_vertebra(vertebra: Any) -> str | None:
@@ -348,8 +363,9 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
     RescaleSlope/Intercept present, PatientID == the record's patient_id; with `decode`,
     also everything `dsnet.io.read_slice` checks (pixels decode, single frame, HU rescale).
     """
-    if not path.is_file():
-        return ["file not found"]
+    problem = not_regular_reason(path)
+    if problem is not None:
+        return [problem]
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER_SIZE)
     except Exception as exc:  # noqa: BLE001 - any parser failure means "not a usable DICOM"
@@ -361,9 +377,12 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
     elif (
         pixel.length != _UNDEFINED_LENGTH
         and getattr(pixel, "value_tell", None) is not None
+        and ds.file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian
         and pixel.value_tell + pixel.length > path.stat().st_size
-    ):
+    ):  # a deflated file is read inflated: its offsets are not the file's
         reasons.append("Pixel Data is truncated (file shorter than its header says)")
+    else:
+        reasons += _pixel_length_problem(ds, pixel)
     if ds.get("Modality") != "CT":
         reasons.append(f"Modality {ds.get('Modality')!r} is not CT")
     for tag, key in (("Rows", "height"), ("Columns", "width")):
@@ -386,6 +405,24 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
         except InputError as exc:
             reasons.append(exc.reason)
     return reasons
+
+
+def _pixel_length_problem(ds: pydicom.Dataset, pixel: Any) -> list[str]:
+    """Native (uncompressed) Pixel Data shorter than Rows x Columns x bits says."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if pixel.length == _UNDEFINED_LENGTH or syntax is None or UID(syntax).is_compressed:
+        return []
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * frames
+    except (AttributeError, TypeError, ValueError):
+        return ["Rows, Columns or BitsAllocated missing or not numbers"]
+    if pixel.length < expected:
+        return [
+            f"Pixel Data holds {pixel.length} bytes but Rows x Columns x BitsAllocated "
+            f"({ds.Rows} x {ds.Columns} x {ds.BitsAllocated}) needs {expected}"
+        ]
+    return []
 
 
 def _positive_spacing(spacing: Any) -> bool:
@@ -427,10 +464,11 @@ def check_annotation_record(ann: Any) -> list[str]:
         if not _is_int(ann.get(key))
     ]
     bbox = ann.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or any(parse_t_score(v) is None for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_json_number, bbox)):
         reasons.append(f"bbox {bbox!r} is not [x, y, w, h] numbers")
-    if parse_t_score(ann.get("t_score")) is None:
-        reasons.append(f"t_score {ann.get('t_score')!r} is not a finite number")
+    t_problem = check_t_score(ann.get("t_score"))
+    if t_problem:
+        reasons.append(t_problem)
     vertebra_problem = check_vertebra(ann.get("vertebra"))
     if vertebra_problem:
         reasons.append(vertebra_problem)

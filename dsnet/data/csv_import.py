@@ -19,6 +19,7 @@ from dsnet.data import contract
 from dsnet.data.classes import who_class
 from dsnet.data.ingest import Box, Intake, SliceRecord
 from dsnet.errors import InputError
+from dsnet.inputs import read_text
 from dsnet.io import CTSlice
 
 CSV_COLUMNS = ("file", "patient_id", "vertebra", "x1", "y1", "x2", "y2", "t_score")
@@ -88,10 +89,7 @@ def read_csv_source(csv_path: Path, key: str) -> Intake:
 
 def _parse_rows(csv_path: Path, intake: Intake) -> dict[str, _FileRows]:
     """File name -> its rows' labels, in order of first appearance."""
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(csv_path, f"cannot read: {exc}") from None
+    text = read_text(csv_path)
     reader = csv.DictReader(text.splitlines())
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in CSV_COLUMNS if c not in columns]
@@ -109,8 +107,10 @@ def _parse_rows(csv_path: Path, intake: Intake) -> dict[str, _FileRows]:
         intake.patient_ids.add(row["patient_id"])
         numbers = {c: contract.parse_t_score(row[c]) for c in ("x1", "y1", "x2", "y2", "t_score")}
         bad = [c for c, value in numbers.items() if value is None]
-        problem = contract.check_vertebra(row["vertebra"]) or (
-            f"{', '.join(bad)} not a finite number" if bad else None
+        problem = (
+            contract.check_vertebra(row["vertebra"])
+            or (f"{', '.join(bad)} not a finite number" if bad else None)
+            or contract.check_t_score(row["t_score"])
         )
         if not row["patient_id"]:
             problem = "empty patient_id"

@@ -40,6 +40,7 @@ from dsnet.data import contract
 from dsnet.data.classes import CATEGORIES
 from dsnet.errors import DataValidationError, InputError
 from dsnet.fsutil import atomic_dir, atomic_write_json, atomic_write_text
+from dsnet.inputs import not_regular_reason, read_text
 from dsnet.io import CTSlice, read_slice
 from dsnet.io.deid import deidentify, pseudonym
 from dsnet.io.redact import Redactor
@@ -108,6 +109,8 @@ class Intake:
 
     def learn_identities(self, path: Path) -> pydicom.Dataset | None:
         """Remember a file's PatientID and PatientName (header read); None if unreadable."""
+        if not_regular_reason(path) is not None:  # a FIFO would block the reader
+            return None
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             self.patient_ids.add(str(header.get("PatientID", "")))
@@ -124,6 +127,8 @@ class Intake:
             PatientName are remembered for redaction either way.
         """
         header = self.learn_identities(path)
+        if not_regular_reason(path) is not None:
+            return None, not_regular_reason(path)
         try:
             ct = read_slice(path)
             deidentify(header, key)
@@ -178,12 +183,7 @@ def resolve_key(key: str | None = None, key_file: str | PathLike[str] | None = N
     origin = "--key"
     if key is None and key_file is not None:
         origin = str(key_file)
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise InputError(key_file, "key file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(key_file, f"cannot read key file: {exc}") from None
+        key = read_text(key_file).strip()
     if key is None and os.environ.get(KEY_ENV):
         origin, key = KEY_ENV, os.environ[KEY_ENV].strip()
     if key is None:
@@ -217,6 +217,8 @@ def ingest(
     """
     src, out_dir = Path(src), Path(out_dir)
     key = resolve_key(key)
+    if not src.exists():
+        raise InputError(src, "not found")
     check_out_dir(src, out_dir)
     intake = read_source(src, key)
     if not intake.records:
