@@ -87,8 +87,18 @@ def _prepare_file(path: Path) -> None:
     """Refuse a folder where a file goes; make the parent; clean stale temporaries."""
     if path.is_dir():
         raise InputError(path, "is a folder; expected a file to write")
+    _check_parents(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
+
+
+def _check_parents(path: Path) -> None:
+    """Refuse a path below an existing file (``out.json/x``): it cannot become a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(parent, "is a file; expected a folder")
+            return
 
 
 def _new_temp_file(path: Path, suffix: str) -> tuple[int, Path]:
@@ -193,6 +203,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(os.path.abspath(path))
     if path.exists() and not path.is_dir():
         raise InputError(path, "is a file; expected a folder to write")
+    _check_parents(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))

@@ -467,6 +467,8 @@ def predict(
         raise InputError("PATH", "no input files or folders given")
     settings = inference_settings(params)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "is a file; --out is the output folder")
     device = select_device(settings["device"])
     detector, ckpt = load_detector(resolve_model(model), device, settings["threshold"])
     files = collect_inputs(paths, exclude=out_dir)

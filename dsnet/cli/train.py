@@ -103,11 +103,12 @@ def predict_command(
     """
     import sys
 
+    from dsnet.errors import printable
     from dsnet.predict import predict
 
     summary = predict(paths, model, out, _params_if_present(params, overrides))
     for failed in summary.failed:
-        print(f"error: {failed.file}: {failed.reason}", file=sys.stderr)
+        print(f"error: {printable(failed.file)}: {failed.reason}", file=sys.stderr)
     done = len(summary.files) - len(summary.failed)
     typer.echo(f"{done}/{len(summary.files)} slices predicted -> {out / 'summary.json'}")
     if summary.failed:

@@ -128,11 +128,12 @@ def load_data_dir(path: str | PathLike[str], decode: bool = False) -> DataDir:
     ann_path, dxa_path = root / ANNOTATIONS_FILE, root / DXA_FILE
     coco, reasons = read_annotations(ann_path)
     problems.add(ann_path, reasons)
+    indexed = not reasons  # without a readable index, unlisted files are not news
     dxa, reasons = read_dxa(dxa_path)
     problems.add(dxa_path, reasons)
     problems.add(ann_path, check_categories(coco.get("categories")))
 
-    images = _valid_images(root, coco.get("images", []), problems, decode)
+    images = _valid_images(root, coco.get("images", []), problems, decode, indexed)
     annotations = _valid_annotations(
         ann_path, coco, images, dxa if dxa_path.is_file() else None, problems
     )
@@ -157,7 +158,7 @@ class _Problems(list[str]):
 
 
 def _valid_images(
-    root: Path, records: list[Any], problems: _Problems, decode: bool
+    root: Path, records: list[Any], problems: _Problems, decode: bool, indexed: bool
 ) -> dict[int, dict[str, Any]]:
     """Image id -> record for the records whose fields and DICOM file are valid."""
     ann_path = root / ANNOTATIONS_FILE
@@ -174,8 +175,9 @@ def _valid_images(
         file = root / image["file_name"]
         reasons = check_location(root, image) + check_dicom(file, image, decode=decode)
         problems.add(file, reasons)
-    listed = [str(r.get("file_name")) for r in records if isinstance(r, dict)]
-    problems.add(root / DICOM_DIR, check_unlisted_files(root, listed))
+    if indexed:
+        listed = [str(r.get("file_name")) for r in records if isinstance(r, dict)]
+        problems.add(root / DICOM_DIR, check_unlisted_files(root, listed))
     return images
 
 

@@ -44,7 +44,7 @@ def build_train_loader(
         InputError: A batch size or worker count out of range.
 
     """
-    from dsnet.data.dataset import collate
+    from dsnet.data.dataset import InputErrorLoader, collate
 
     if int(batch_size) < 1:
         raise InputError("train.batch_size", f"must be at least 1, got {batch_size}")
@@ -57,7 +57,7 @@ def build_train_loader(
         )
     else:
         sampler = RandomSampler(dataset, generator=generator)
-    loader = DataLoader(
+    loader = InputErrorLoader(
         dataset,
         batch_size=int(batch_size),
         sampler=sampler,
