@@ -376,7 +376,7 @@ def evaluate(
     if not test_patients:
         raise InputError(split_path, "the split has no test patients")
     images = data.images_of(test_patients)
-    device = select_device(cfg.get("device", "auto"))
+    device = select_device(cfg.get("device", "auto"), setting="evaluate.device")
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
     model, ckpt = load_detector(model_path, device, kept)

@@ -469,7 +469,7 @@ def predict(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "is a file; --out is the output folder")
-    device = select_device(settings["device"])
+    device = select_device(settings["device"], setting="evaluate.device")
     detector, ckpt = load_detector(resolve_model(model), device, settings["threshold"])
     files = collect_inputs(paths, exclude=out_dir)
     if not files:

@@ -219,6 +219,13 @@ def _evaluate_metrics_onto_folder(world: World, folder: Path) -> Spec:
     return Spec(argv, [str(folder / "m")], "is a folder", env={"DSNET_TRACKING": "off"})
 
 
+def _train_onto_file(world: World, folder: Path) -> Spec:
+    (folder / "models").write_text("mine")
+    argv = ["train", str(world.data), "--split", str(world.split), "--out", str(folder / "models")]
+    argv += ["-p", str(world.params), "-S", "train.device=cpu"]
+    return Spec(argv, [str(folder / "models")], "is a file", env={"DSNET_TRACKING": "off"})
+
+
 # --- contract ---------------------------------------------------------------------------
 
 
@@ -505,6 +512,7 @@ CASES = [
     Case("destroy", "split-onto-folder", _split_onto_folder),
     Case("destroy", "predict-onto-file", _predict_onto_file),
     Case("destroy", "evaluate-metrics-onto-folder", _evaluate_metrics_onto_folder),
+    Case("destroy", "train-out-onto-file", _train_onto_file),
     Case("contract", "train-worker-read-error", _train_worker_read_error),
     Case("contract", "ingest-fifo-in-annotations", _ingest_fifo),
     Case("contract", "annotations-nested-too-deep", _annotations_deep),
