@@ -266,7 +266,7 @@ def _previous_deep(world: World, folder: Path) -> Spec:
 
 
 def _params_deep(world: World, folder: Path) -> Spec:
-    (folder / "deep.yaml").write_text("split: " + deep_json(20_000))
+    (folder / "deep.yaml").write_text("split: " + deep_json(1_000))
     argv = split_of(world.data, folder, "-p", str(folder / "deep.yaml"))
     return Spec(argv, [str(folder / "deep.yaml")], "nested too deeply")
 
