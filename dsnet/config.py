@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -22,6 +23,19 @@ from dsnet.inputs import read_text
 from dsnet.params_schema import check_params
 
 DEFAULT_PARAMS = Path("params.yaml")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""``1e-3``, ``1e6``: numbers in YAML 1.2 and Python, strings to PyYAML (YAML 1.1)."""
+
+
+def yaml_numbers(value: Any) -> Any:
+    """`value` with exponent-notation strings (``1e-3``) turned into floats, recursively."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: yaml_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml_numbers(v) for v in value]
+    return value
 
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,7 +65,7 @@ def read_yaml(path: str | PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError(path, "expected a mapping of sections at the top level")
-    return data
+    return yaml_numbers(data)
 
 
 def apply_override(params: dict[str, Any], override: str) -> None:
@@ -66,7 +80,7 @@ def apply_override(params: dict[str, Any], override: str) -> None:
     if not sep or not key.strip():
         raise InputError(override, "override must look like section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_numbers(yaml.safe_load(raw)) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
