@@ -179,6 +179,8 @@ SCHEMA: dict[str, Any] = {
         "seed": SEED,
         "workers": integer(0, 256),
         "threads": lambda v: None if v == "auto" else integer(1, 1024)(v),
+        "channels_last": choice(True, False),
+        "cudnn_benchmark": choice(True, False),
         "augment": {
             "hflip": PROBABILITY,
             "intensity_jitter_hu": num(0.0, 1000.0),
@@ -192,6 +194,8 @@ SCHEMA: dict[str, Any] = {
         "fps_warmup": integer(0),
         "decision_threshold": PROBABILITY,
         "device": DEVICE,
+        "channels_last": choice(True, False),
+        "cudnn_benchmark": choice(True, False),
     },
     "ablate": {"configs": list_of(text), "weights": mapping_of(text)},
     "register": {
