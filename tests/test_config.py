@@ -35,3 +35,26 @@ def test_bad_yaml_names_the_file(tmp_path: Path):
 def test_repository_params_have_every_stage_section(params):
     for name in ("synth", "preprocess", "split", "model", "train", "evaluate", "register"):
         assert isinstance(params[name], dict), name
+
+
+def test_exponent_numbers_are_numbers_in_files_and_overrides(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    loaded = load_params([params], ["train.momentum=9e-1"])
+    assert loaded["train"] == {"lr": 0.001, "weight_decay": 0.0005, "momentum": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.epoch=3", "did you mean train.epochs?"),
+        ("evaluate.decision_threshold=2", "must be <= 1"),
+        ("evaluate.decision_threshold=abc", "is not a number"),
+        ("split.test_fraction=0", "must be > 0"),
+        ("model.attention=ds2", "is not one of none, se, sk, ds"),
+    ],
+)
+def test_unknown_keys_and_out_of_range_values_are_refused(override, fragment):
+    with pytest.raises(InputError, match=fragment) as caught:
+        load_params([Path(__file__).resolve().parents[1] / "params.yaml"], [override])
+    assert caught.value.path.endswith(f"(-S {override})")

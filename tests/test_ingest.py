@@ -16,6 +16,7 @@ from dsnet.core.errors import DataValidationError, InputError
 from dsnet.data.contract import load_data_dir
 from dsnet.ingest.sources import ingest, resolve_key
 from dsnet.io.deid import pseudonym
+from dsnet.io.redact import source_ref
 
 KEY = "ingest-test-key-0123456789"
 PHI_ID, PHI_NAME, PHI_BIRTH = "MRN-48151623", "DOE^JOHNATHAN", "19450317"
@@ -77,8 +78,7 @@ def test_contract_source_is_deidentified_validated_and_reported(source, tmp_path
     assert report["summary"] == {"accepted": 11, "rejected": 1, "patients": 3}
     assert len({e["file"] for e in report["accepted"]}) == 11
     [rejected] = report["rejected"]
-    broken_patient = broken.split("/")[1]
-    assert rejected["source"] == broken.replace(broken_patient, pseudonym(broken_patient, KEY))
+    assert rejected["source"] == source_ref(broken, KEY)  # a keyed hash, never the path
     assert "truncated" in rejected["reason"]
 
     blobs = files_bytes(out)
@@ -149,14 +149,16 @@ def test_csv_source_accepts_good_files_and_rejects_each_bad_one(tmp_path):
         ],
     )
     report = ingest(folder / "labels.csv", tmp_path / "out", KEY)
-    assert sorted(e["source"] for e in report.accepted) == ["a1.dcm", "a2.dcm", "b1.dcm"]
-    reasons = {e["source"]: e["reason"] for e in report.rejected}
-    assert sorted(reasons) == ["b2.dcm", "c1.dcm", "missing.dcm", "stray.dcm"]
-    assert "leaves the 96x96 image" in reasons["b2.dcm"]
-    assert "differs from patient_id" in reasons["c1.dcm"]
-    assert "MRN-7" not in reasons["c1.dcm"] and pseudonym("MRN-7", KEY) in reasons["c1.dcm"]
-    assert reasons["missing.dcm"] == "file not found"
-    assert reasons["stray.dcm"] == "no row in labels.csv"
+    names = ("a1", "a2", "b1", "b2", "c1", "missing", "stray")
+    ref = {source_ref(f"{name}.dcm", KEY): name for name in names}  # the report's keyed refs
+    assert sorted(ref[e["source"]] for e in report.accepted) == ["a1", "a2", "b1"]
+    reasons = {ref[e["source"]]: e["reason"] for e in report.rejected}
+    assert sorted(reasons) == ["b2", "c1", "missing", "stray"]
+    assert "leaves the 96x96 image" in reasons["b2"]
+    assert "differs from patient_id" in reasons["c1"]
+    assert "MRN-7" not in reasons["c1"] and pseudonym("MRN-7", KEY) in reasons["c1"]
+    assert reasons["missing"] == "file not found"
+    assert reasons["stray"] == "no row in the CSV"
 
     data = load_data_dir(tmp_path / "out")
     patient = pseudonym("MRN-5", KEY)
@@ -232,8 +234,7 @@ def test_report_lists_rejected_records_and_unlisted_files(source, tmp_path):
     stray.write_bytes((src / coco["images"][0]["file_name"]).read_bytes())
     report = ingest(src, tmp_path / "out", KEY)
     reasons = {e["source"]: e["reason"] for e in report.rejected}
-    phi = pseudonym(PHI_ID, KEY)
-    assert "is not the WHO class 2" in reasons[f"dicom/{phi}/L1_0.dcm"]
+    assert "is not the WHO class 2" in reasons[source_ref(coco["images"][0]["file_name"], KEY)]
     assert reasons["annotations.json annotations[12]"] == "image_id 404 is not in images"
-    assert reasons[f"dicom/{phi}/extra.dcm"] == "not listed in annotations.json"
+    assert reasons[source_ref(f"dicom/{PHI_ID}/extra.dcm", KEY)] == "not listed in annotations.json"
     assert len(report.accepted) == 10

@@ -163,7 +163,7 @@ def test_merge_skips_duplicates_and_rejects_conflicts(synthetic, tmp_path):
 
     assert merged.added == []
     reasons = {r["source"]: r["reason"] for r in merged.rejected}
-    t_scores = f"T-scores of {pseudonym(second['patient_id'], KEY)}"
+    t_scores = f"dxa.csv rows of {pseudonym(second['patient_id'], KEY)}"
     assert reasons.keys() == {first["file_name"], t_scores}
     assert "with other content" in reasons[first["file_name"]]
     assert "L4 differs from the curated dxa.csv" in reasons[t_scores]

@@ -30,7 +30,7 @@ from servers import DATA_BUCKET, free_port
 from dsnet.data.contract import load_data_dir
 from dsnet.ingest.intake import intake
 from dsnet.ingest.intake.versioning import DataRepo, VersioningError
-from dsnet.io.deid import pseudonym
+from dsnet.io.redact import batch_ref, source_ref
 from dsnet.synth.generate import synthesize
 from dsnet.tracking.lineage import data_version
 
@@ -182,10 +182,7 @@ def test_a_batch_with_broken_files_lands_its_good_files_and_reports_the_rest(wor
     )
     report = json.loads(body["Body"].read())
     reasons = {r["source"]: r["reason"] for r in report["rejected"]}
-    hidden = lambda path: "/".join(  # noqa: E731 - the report names patients by pseudonym
-        pseudonym(part, KEY) if part.startswith("BRK") else part
-        for part in path.relative_to(batch).parts
-    )
+    hidden = lambda path: source_ref(path.relative_to(batch), KEY)  # noqa: E731 - keyed refs
     assert "truncated" in reasons[hidden(truncated)]
     assert "DICOM" in reasons[hidden(garbage)]
     assert "WHO class" in reasons[hidden(mislabelled)]
@@ -286,7 +283,9 @@ def test_the_intake_run_is_logged_to_mlflow(world, local_mlflow):
             assert run.data.metrics[f"data.{name}.hu_mean"] == pytest.approx(c["hu"]["mean"])
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "data_report")}
     assert "data_report/classes.csv" in artifacts and "data_report/hu.csv" in artifacts
-    assert [a.path for a in client.list_artifacts(result.run_id, "batches")] == ["batches/b1.json"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "batches")] == [
+        f"batches/{batch_ref('b1', KEY)}.json"
+    ]
 
 
 def test_a_failed_git_push_moves_the_local_refs_back(world):

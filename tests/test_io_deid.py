@@ -10,6 +10,7 @@ from pydicom.uid import UID
 
 from dsnet.core.errors import InputError
 from dsnet.io import deidentify, patient_date_shift, pseudo_uid, pseudonym, read_slice
+from dsnet.io.deid import KEPT
 
 KEY = b"project-secret-key"
 DATES = ["StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"]
@@ -158,3 +159,21 @@ def test_burned_in_annotation_is_refused_unless_allowed(phi_file):
 def test_empty_key_is_refused(phi_file):
     with pytest.raises(ValueError, match="key must not be empty"):
         deidentify(pydicom.dcmread(phi_file), b"")
+
+
+def test_only_allow_listed_attributes_survive_at_any_depth(phi_file):
+    ds = pydicom.dcmread(phi_file)
+    ds.ClinicalTrialSubjectID = "TRIAL-77"  # standard, but not on the allow-list
+    ds.add_new(0x00100033, "LO", "ALT-BIRTH")  # Patient Birth Date in Alternative Calendar
+    group = pydicom.Dataset()
+    group.PatientID = "MRN-NESTED"
+    ds.SourcePatientGroupIdentificationSequence = pydicom.Sequence([group])
+    ds.ReferencedImageSequence[0].PersonTelephoneNumbers = "+1-555-0100"
+    out = deidentify(ds, KEY)
+    kept = {elem.keyword for elem in out}
+    extra = {"PatientID", "PatientName", "PatientIdentityRemoved", "DeidentificationMethod"}
+    extra |= {"DeidentificationMethodCodeSequence", "LongitudinalTemporalInformationModified"}
+    assert kept <= set(KEPT) | extra
+    assert [set(item.dir()) for item in out.ReferencedImageSequence] == [
+        {"ReferencedSOPClassUID", "ReferencedSOPInstanceUID"}
+    ]

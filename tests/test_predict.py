@@ -19,7 +19,13 @@ from datadir_factory import write_slice
 from dsnet.core.errors import InputError
 from dsnet.inference.detect import detect, model_input
 from dsnet.inference.load import resolve_model
-from dsnet.inference.predict import patient_summaries, predict, process_file
+from dsnet.inference.predict import (
+    RUN_OUTPUT_STEMS,
+    output_stems,
+    patient_summaries,
+    predict,
+    process_file,
+)
 from dsnet.inference.results import FileResult
 from dsnet.io import read_slice
 
@@ -194,3 +200,19 @@ def test_bench_predict_times_pipeline_and_bare_forward(untrained_checkpoint, tmp
     broken.write_bytes(CT_SMALL.read_bytes()[:2000])
     with pytest.raises(InputError, match="broken.dcm"):
         bench_predict(untrained_checkpoint, [broken], repeats=1, params=ALL_DETECTIONS)
+
+
+def test_output_names_never_collide_with_each_other_or_the_run_outputs(tmp_path):
+    files = [
+        tmp_path / "a/summary.dcm",  # would overwrite summary.json
+        tmp_path / "a/Report.dcm",  # report.md's stem, other case
+        tmp_path / "a/slice.dcm",
+        tmp_path / "b/slice.dcm",  # same stem, other folder
+        tmp_path / "b/SLICE.DCM",  # same stem on a case-insensitive file system
+        tmp_path / "b/other.dcm",
+    ]
+    stems = output_stems(files)
+    assert len({s.casefold() for s in stems}) == len(files)
+    assert not {s.casefold() for s in stems} & RUN_OUTPUT_STEMS
+    assert stems[-1] == "other" and stems[0].startswith("summary-")
+    assert output_stems(files) == stems  # stable across runs

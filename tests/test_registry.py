@@ -303,6 +303,7 @@ def test_champion_on_another_holdout_is_reevaluated_on_the_current_split(
 
     promote("dsnet", 1, "first reviewed model")
     data = registry_copy / "data" / "synthetic"
+    shutil.rmtree(data)  # the stand-in of `hold_out`: synth would refuse to replace it
     synthesize(data, patients=4, seed=3, slices_per_vertebra=1)
     split = split_patients(load_data_dir(data), test_fraction=0.5, seed=0)
     write_split(split, registry_copy / "data" / "split.json")

@@ -196,8 +196,36 @@ def test_bad_arguments_leave_existing_output_untouched(tmp_path):
         with pytest.raises(InputError):
             synthesize(out, **{"seed": 1, **kwargs})
     assert (out / "keep.txt").read_text() == "old"
+    with pytest.raises(InputError, match="not an earlier dsnet synth output"):
+        synthesize(out, patients=1, seed=1, slices_per_vertebra=1)  # an unrelated folder
+    assert [p.name for p in tmp_path.iterdir()] == ["data"] and (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
     synthesize(out, patients=1, seed=1, slices_per_vertebra=1)
-    assert not (out / "keep.txt").exists() and (out / "annotations.json").exists()
+    synthesize(out, patients=1, seed=2, slices_per_vertebra=1)  # its own output is replaced
+    assert json.loads((out / "annotations.json").read_text())["info"]["seed"] == 2
+
+
+def test_out_of_the_wrong_kind_is_refused_and_kept(tmp_path, monkeypatch):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(InputError, match="is a file"):
+        synthesize(notes, patients=1, seed=1, slices_per_vertebra=1)
+    assert notes.read_text() == "mine"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="current folder"):
+        synthesize(".", patients=1, seed=1, slices_per_vertebra=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_sop_instance_uids_follow_the_slice_content(tmp_path):
+    uids = {}
+    for count in (1, 2):
+        out = synthesize(tmp_path / f"s{count}", patients=1, seed=3, slices_per_vertebra=count)
+        uids[count] = {pydicom.dcmread(p).SOPInstanceUID for p in out.out_dir.rglob("*.dcm")}
+    assert (len(uids[1]), len(uids[2])) == (4, 8)
+    assert uids[1].isdisjoint(uids[2])  # other slices, other UIDs: intake keeps them apart
+    again = synthesize(tmp_path / "again", patients=1, seed=3, slices_per_vertebra=2).out_dir
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in again.rglob("*.dcm")} == uids[2]
 
 
 @pytest.mark.parametrize(("count", "thickness"), [(1, 2.5), (2, 1.0), (3, 2.5), (8, 2.5)])

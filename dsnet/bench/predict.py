@@ -130,7 +130,7 @@ def bench_predict(
     if repeats < 1:
         raise InputError("--repeats", f"must be at least 1, got {repeats}")
     settings = inference_settings(params)
-    device = select_device(settings["device"])
+    device = select_device(settings["device"], setting="evaluate.device")
     detector, ckpt = load_detector(resolve_model(model), device, settings["threshold"])
     preprocess = ckpt["preprocess"]
     timings = []

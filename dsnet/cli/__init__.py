@@ -3,6 +3,9 @@
 Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback),
 1 unexpected failure (set ``DSNET_DEBUG=1`` to see the traceback).
 
+Library warnings and log chatter (MLflow, alembic, torch, pydicom) stay off stderr in
+normal runs, so an error is the only line there; ``DSNET_DEBUG=1`` shows them.
+
 The top layer: command modules parse arguments and call one library function each,
 importing it inside the command (``# lazy:`` fast ``dsnet --help``).
 
@@ -14,6 +17,7 @@ dsnet.platform, dsnet.bench
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -32,8 +36,26 @@ def _load_commands() -> None:
                 raise
 
 
+QUIET_LOGGERS = ("mlflow", "alembic", "torch", "pydicom", "urllib3", "botocore", "dvc")
+"""Library loggers kept to errors in normal runs."""
+
+
+def quiet_libraries() -> None:
+    """Route warnings to logging and keep library loggers to errors (unless DSNET_DEBUG)."""
+    if os.environ.get("DSNET_DEBUG"):
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    logging.captureWarnings(True)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(logging.NullHandler())
+    warnings_logger.propagate = False
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     """Console-script entry point with the package's exit-code contract."""
+    quiet_libraries()
     _load_commands()
     try:
         app()

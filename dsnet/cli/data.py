@@ -46,7 +46,7 @@ def split_command(
 
     knobs = section(resolve_params(params, overrides), "split")
     dataset = load_data_dir(data)
-    earlier = read_split(previous) if previous is not None else None
+    earlier = read_split(previous, both_sides=True) if previous is not None else None
     split = split_patients(
         dataset,
         test_fraction=knobs.get("test_fraction", 0.2),

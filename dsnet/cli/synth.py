@@ -51,7 +51,13 @@ def _synth_settings(
 
 @app.command("synth")
 def synth_command(
-    out: Annotated[Path, typer.Option("--out", help="Data dir to write (replaced atomically).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Data dir to write atomically; an existing one must be empty or synth's own.",
+        ),
+    ],
     patients: PatientsOption = None,
     seed: SeedOption = None,
     slices_per_vertebra: SlicesOption = None,

@@ -103,11 +103,12 @@ def predict_command(
     """
     import sys  # lazy: fast `dsnet --help`
 
+    from dsnet.core.errors import printable  # lazy: fast `dsnet --help`
     from dsnet.inference.predict import predict  # lazy: fast `dsnet --help`
 
     summary = predict(paths, model, out, _params_if_present(params, overrides))
     for failed in summary.failed:
-        print(f"error: {failed.file}: {failed.reason}", file=sys.stderr)
+        print(f"error: {printable(failed.file)}: {failed.reason}", file=sys.stderr)
     done = len(summary.files) - len(summary.failed)
     typer.echo(f"{done}/{len(summary.files)} slices predicted -> {out / 'summary.json'}")
     if summary.failed:

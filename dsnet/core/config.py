@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -18,8 +19,23 @@ from typing import Any
 import yaml
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import read_text
+from dsnet.core.params_schema import check_params
 
 DEFAULT_PARAMS = Path("params.yaml")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""``1e-3``, ``1e6``: numbers in YAML 1.2 and Python, strings to PyYAML (YAML 1.1)."""
+
+
+def yaml_numbers(value: Any) -> Any:
+    """`value` with exponent-notation strings (``1e-3``) turned into floats, recursively."""
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: yaml_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml_numbers(v) for v in value]
+    return value
 
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,14 +52,11 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
 def read_yaml(path: str | PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping, raising `InputError` naming the file when it is unusable."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    text = read_text(path)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(path, "invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -52,17 +65,30 @@ def read_yaml(path: str | PathLike[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError(path, "expected a mapping of sections at the top level")
-    return data
+    return yaml_numbers(data)
 
 
 def apply_override(params: dict[str, Any], override: str) -> None:
-    """Apply one ``dotted.key=value`` override in place (value parsed as YAML)."""
+    """Apply one ``dotted.key=value`` override in place (value parsed as YAML).
+
+    Raises:
+        InputError: A malformed override, or one `dsnet.core.params_schema` refuses (unknown
+            key, wrong type or range), naming ``-S <override>``.
+
+    """
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise InputError(override, "override must look like section.key=value")
-    value = yaml.safe_load(raw) if raw.strip() else None
-    node = params
+    try:
+        value = yaml_numbers(yaml.safe_load(raw)) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
     parts = key.strip().split(".")
+    alone: Any = value
+    for part in reversed(parts):
+        alone = {part: alone}
+    check_params(alone, f"-S {override}")
+    node = params
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
@@ -83,10 +109,16 @@ def load_params(
 
     Returns:
         The merged parameters as a plain dict.
+
+    Raises:
+        InputError: An unreadable file, or a key or value `dsnet.core.params_schema` refuses
+            (naming the file or the override).
     """
     params: dict[str, Any] = {}
     for file in files or [DEFAULT_PARAMS]:
-        params = deep_merge(params, read_yaml(file))
+        content = read_yaml(file)
+        check_params(content, str(file))
+        params = deep_merge(params, content)
     for override in overrides:
         apply_override(params, override)
     return params

@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from os import PathLike
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a newline as backslash-n): no forged lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class DsnetError(Exception):
     """Base class of the errors this package raises on purpose."""
 
@@ -24,7 +29,7 @@ class InputError(DsnetError):
     """
 
     def __init__(self, path: str | PathLike[str], reason: str) -> None:
-        self.path = str(path)
+        self.path = printable(str(path))
         self.reason = " ".join(str(reason).split())
         super().__init__(f"{self.path}: {self.reason}")
 

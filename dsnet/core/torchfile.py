@@ -16,10 +16,20 @@ from dsnet.core.errors import InputError
 
 
 def load_failure(exc: BaseException) -> str:
-    """Summarise why ``torch.load`` failed in one line (the unpickler's verdict if any)."""
+    """Summarise why ``torch.load`` failed in one line (the unpickler's verdict if any).
+
+    torch's advice to retry with ``weights_only=False`` (which would run the file's code)
+    and its documentation pointer are left out.
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     verdict = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    text = (verdict or lines or [type(exc).__name__])[0]
+    facts = [
+        line
+        for line in lines
+        if "weights_only" not in line
+        and not line.startswith(("Weights only load failed", "Check the documentation"))
+    ]
+    text = (verdict or facts or [type(exc).__name__])[0]
     return text.split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
 
 

@@ -18,8 +18,6 @@ them to accept or reject single files.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from dsnet.core.errors import DataValidationError, InputError
+from dsnet.core.inputs import read_json
 from dsnet.data.classes import CATEGORIES, patient_diagnosis, who_class
+from dsnet.data.dxa import (
+    DXA_FILE,
+    check_dxa_coverage,
+    check_t_score,
+    check_vertebra,
+    read_dxa,
+)
 from dsnet.data.files import (
     ANNOTATIONS_FILE,
     DICOM_DIR,
@@ -39,9 +45,6 @@ from dsnet.data.files import (
     check_unlisted_files,
 )
 
-VERTEBRAE = ("L1", "L2", "L3", "L4")
-DXA_COLUMNS = ("patient_id", "vertebra", "t_score")
-DXA_FILE = "dxa.csv"
 MIN_BOX_SIDE_PX = 1.0  # boxes with w or h <= 1 px are degenerate
 T_TOLERANCE = 1e-6  # annotation T vs dxa.csv T
 
@@ -127,11 +130,12 @@ def load_data_dir(path: str | PathLike[str], decode: bool = False) -> DataDir:
     ann_path, dxa_path = root / ANNOTATIONS_FILE, root / DXA_FILE
     coco, reasons = read_annotations(ann_path)
     problems.add(ann_path, reasons)
+    indexed = not reasons  # without a readable index, unlisted files are not news
     dxa, reasons = read_dxa(dxa_path)
     problems.add(dxa_path, reasons)
     problems.add(ann_path, check_categories(coco.get("categories")))
 
-    images = _valid_images(root, coco.get("images", []), problems, decode)
+    images = _valid_images(root, coco.get("images", []), problems, decode, indexed)
     annotations = _valid_annotations(
         ann_path, coco, images, dxa if dxa_path.is_file() else None, problems
     )
@@ -156,7 +160,7 @@ class _Problems(list[str]):
 
 
 def _valid_images(
-    root: Path, records: list[Any], problems: _Problems, decode: bool
+    root: Path, records: list[Any], problems: _Problems, decode: bool, indexed: bool
 ) -> dict[int, dict[str, Any]]:
     """Image id -> record for the records whose fields and DICOM file are valid."""
     ann_path = root / ANNOTATIONS_FILE
@@ -173,8 +177,9 @@ def _valid_images(
         file = root / image["file_name"]
         reasons = check_location(root, image) + check_dicom(file, image, decode=decode)
         problems.add(file, reasons)
-    listed = [str(r.get("file_name")) for r in records if isinstance(r, dict)]
-    problems.add(root / DICOM_DIR, check_unlisted_files(root, listed))
+    if indexed:
+        listed = [str(r.get("file_name")) for r in records if isinstance(r, dict)]
+        problems.add(root / DICOM_DIR, check_unlisted_files(root, listed))
     return images
 
 
@@ -215,13 +220,9 @@ def _get(record: Any, key: str) -> Any:
 def read_annotations(path: Path) -> tuple[dict[str, Any], list[str]]:
     """Read annotations.json; returns (content, reasons). Content is ``{}`` when unusable."""
     try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}, ["file not found"]
-    except json.JSONDecodeError as exc:
-        return {}, [f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [f"cannot read: {exc}"]
+        coco = read_json(path)
+    except InputError as exc:
+        return {}, [exc.reason]
     if not isinstance(coco, dict):
         return {}, ["expected a JSON object with images, annotations and categories"]
     reasons = [
@@ -232,55 +233,9 @@ def read_annotations(path: Path) -> tuple[dict[str, Any], list[str]]:
     return ({} if reasons else coco), reasons
 
 
-def read_dxa(path: Path) -> tuple[dict[tuple[str, str], float], list[str]]:
-    """Read dxa.csv (``patient_id,vertebra,t_score``); returns (lookup, reasons)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, ["file not found"]
-    except (OSError, UnicodeDecodeError) as exc:
-        return {}, [f"cannot read: {exc}"]
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != DXA_COLUMNS:
-        return {}, [f"header must be {','.join(DXA_COLUMNS)}, got {','.join(header or [])}"]
-    dxa: dict[tuple[str, str], float] = {}
-    reasons = []
-    for line, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) != len(DXA_COLUMNS):
-            reasons.append(f"line {line}: expected 3 fields, got {len(row)}")
-            continue
-        patient, vertebra, raw_t = (value.strip() for value in row)
-        t = parse_t_score(raw_t)
-        if not patient:
-            reasons.append(f"line {line}: empty patient_id")
-        elif check_vertebra(vertebra):
-            reasons.append(f"line {line}: {check_vertebra(vertebra)}")
-        elif t is None:
-            reasons.append(f"line {line}: t_score {raw_t!r} is not a finite number")
-        elif (patient, vertebra) in dxa:
-            reasons.append(f"line {line}: duplicate row for {patient} {vertebra}")
-        else:
-            dxa[(patient, vertebra)] = t
-    return dxa, reasons
-
-
-def parse_t_score(value: Any) -> float | None:
-    """Return `value` as a finite float, or None (bools, text, NaN and inf are not)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        return None
-    return t if math.isfinite(t) else None
-
-
-def check_vertebra(vertebra: Any) -> str | None:
-    """Reason why `vertebra` is not one of L1..L4, or None."""
-    return None if vertebra in VERTEBRAE else f"vertebra {vertebra!r} is not one of L1..L4"
+def _is_json_number(value: Any) -> bool:
+    """A JSON number (int or float, not bool or text) that is finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_categories(categories: Any) -> list[str]:
@@ -329,10 +284,11 @@ def check_annotation_record(ann: Any) -> list[str]:
         if not _is_int(ann.get(key))
     ]
     bbox = ann.get("bbox")
-    if not isinstance(bbox, list) or len(bbox) != 4 or any(parse_t_score(v) is None for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_json_number, bbox)):
         reasons.append(f"bbox {bbox!r} is not [x, y, w, h] numbers")
-    if parse_t_score(ann.get("t_score")) is None:
-        reasons.append(f"t_score {ann.get('t_score')!r} is not a finite number")
+    t_problem = check_t_score(ann.get("t_score"))
+    if t_problem:
+        reasons.append(t_problem)
     vertebra_problem = check_vertebra(ann.get("vertebra"))
     if vertebra_problem:
         reasons.append(vertebra_problem)
@@ -382,18 +338,3 @@ def check_annotation(
         if key in dxa and abs(dxa[key] - t) > T_TOLERANCE:
             reasons.append(f"t_score {t:g} differs from dxa.csv {dxa[key]:g} for {key[0]} {key[1]}")
     return reasons
-
-
-def check_dxa_coverage(
-    images: Iterable[Mapping[str, Any]], dxa: Mapping[tuple[str, str], float]
-) -> list[str]:
-    """Reasons for (patient, vertebra) pairs of images with no dxa.csv row, one per pair."""
-    needed: dict[tuple[str, str], int] = {}
-    for image in images:
-        key = (image["patient_id"], image["vertebra"])
-        needed[key] = needed.get(key, 0) + 1
-    return [
-        f"no row for patient {patient} vertebra {vertebra} ({count} image(s))"
-        for (patient, vertebra), count in sorted(needed.items())
-        if (patient, vertebra) not in dxa
-    ]

@@ -19,6 +19,7 @@ of non-persistent workers are rebuilt every epoch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from dsnet.core.errors import InputError
 from dsnet.data import augment as aug
@@ -119,7 +120,12 @@ class CTDetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         entry = self.entries[index]
-        ct = read_slice(entry.path)
+        try:
+            ct = read_slice(entry.path)
+        except InputError as exc:
+            if get_worker_info() is None:
+                raise
+            raise WorkerInputError(json.dumps([exc.path, exc.reason])) from None
         draw = aug.AugmentDraw()
         if self.augment is not None:
             draw = aug.draw(self.augment, np.random.default_rng((self.seed, self.epoch, index)))
@@ -143,6 +149,40 @@ class CTDetectionDataset(Dataset):
             "scale": scale,
         }
         return torch.from_numpy(image), target
+
+
+class WorkerInputError(Exception):
+    """An `InputError` of a DataLoader worker, on its way to the main process.
+
+    A worker's exception is re-created in the main process from one string (its
+    traceback), which `InputError(path, reason)` cannot take. This one's message is the
+    JSON ``[path, reason]``, the last line of that traceback, so it survives the trip;
+    `InputErrorLoader` turns it back into the `InputError` (one line naming the file).
+
+    Attributes:
+        path: The file the worker could not read.
+        reason: Why.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        last = [line for line in str(message).splitlines() if line.strip()][-1]
+        self.path, self.reason = json.loads(last[last.index("[") :])
+
+
+class InputErrorLoader(DataLoader):
+    """A DataLoader whose workers' input errors arrive as `InputError`s."""
+
+    def __iter__(self):
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except WorkerInputError as exc:
+                raise InputError(exc.path, exc.reason) from None
+            yield batch
 
 
 def _entry(data: DataDir, image: Mapping[str, Any]) -> _Entry:
@@ -171,7 +211,7 @@ def make_loader(
 ) -> DataLoader:
     """Build a DataLoader with `collate`, a seeded shuffle and non-persistent workers."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
+    return InputErrorLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import not_regular_reason
 from dsnet.io import read_slice
 
 ANNOTATIONS_FILE = "annotations.json"
@@ -51,8 +53,9 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
     RescaleSlope/Intercept present, PatientID == the record's patient_id; with `decode`,
     also everything `dsnet.io.read_slice` checks (pixels decode, single frame, HU rescale).
     """
-    if not path.is_file():
-        return ["file not found"]
+    problem = not_regular_reason(path)
+    if problem is not None:
+        return [problem]
     try:
         ds = pydicom.dcmread(path, defer_size=_DEFER_SIZE)
     except Exception as exc:  # noqa: BLE001 - any parser failure means "not a usable DICOM"
@@ -64,9 +67,12 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
     elif (
         pixel.length != _UNDEFINED_LENGTH
         and getattr(pixel, "value_tell", None) is not None
+        and ds.file_meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian
         and pixel.value_tell + pixel.length > path.stat().st_size
-    ):
+    ):  # a deflated file is read inflated: its offsets are not the file's
         reasons.append("Pixel Data is truncated (file shorter than its header says)")
+    else:
+        reasons += _pixel_length_problem(ds, pixel)
     if ds.get("Modality") != "CT":
         reasons.append(f"Modality {ds.get('Modality')!r} is not CT")
     for tag, key in (("Rows", "height"), ("Columns", "width")):
@@ -87,6 +93,24 @@ def check_dicom(path: Path, image: Mapping[str, Any], decode: bool = False) -> l
         except InputError as exc:
             reasons.append(exc.reason)
     return reasons
+
+
+def _pixel_length_problem(ds: pydicom.Dataset, pixel: Any) -> list[str]:
+    """Native (uncompressed) Pixel Data shorter than Rows x Columns x bits says."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if pixel.length == _UNDEFINED_LENGTH or syntax is None or UID(syntax).is_compressed:
+        return []
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        expected = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * frames
+    except (AttributeError, TypeError, ValueError):
+        return ["Rows, Columns or BitsAllocated missing or not numbers"]
+    if pixel.length < expected:
+        return [
+            f"Pixel Data holds {pixel.length} bytes but Rows x Columns x BitsAllocated "
+            f"({ds.Rows} x {ds.Columns} x {ds.BitsAllocated}) needs {expected}"
+        ]
+    return []
 
 
 def _positive_spacing(spacing: Any) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 from collections.abc import Mapping
 from os import PathLike
@@ -29,6 +28,7 @@ from typing import Any
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
+from dsnet.core.inputs import read_json
 from dsnet.data.classes import CLASS_NAMES
 from dsnet.data.contract import DataDir
 
@@ -119,12 +119,16 @@ def write_split(split: Mapping[str, Any], path: str | PathLike[str]) -> Path:
     return atomic_write_json(path, dict(split))
 
 
-def read_split(path: str | PathLike[str], data: DataDir | None = None) -> dict[str, Any]:
+def read_split(
+    path: str | PathLike[str], data: DataDir | None = None, *, both_sides: bool = False
+) -> dict[str, Any]:
     """Read and validate a split.json.
 
     Args:
         path: The split file.
         data: When given, the split must cover exactly this data dir's patients.
+        both_sides: Refuse a split with no train or no test patients (a ``--previous``
+            split to carry forward must have both).
 
     Returns:
         The split (``train``, ``test``, ``seed``, ``test_fraction``).
@@ -135,12 +139,7 @@ def read_split(path: str | PathLike[str], data: DataDir | None = None) -> dict[s
 
     """
     path = Path(path)
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    split = read_json(path)
     if not isinstance(split, dict):
         raise InputError(path, "expected a JSON object with train, test, seed, test_fraction")
     for side in ("train", "test"):
@@ -149,6 +148,8 @@ def read_split(path: str | PathLike[str], data: DataDir | None = None) -> dict[s
             raise InputError(path, f"'{side}' must be a list of patient ids")
         if len(set(ids)) != len(ids):
             raise InputError(path, f"'{side}' lists a patient twice")
+        if both_sides and not ids:
+            raise InputError(path, f"'{side}' is empty; a previous split needs both sides")
     try:
         check_split_params(split.get("test_fraction"), split.get("seed"))
     except InputError as exc:

@@ -117,7 +117,7 @@ def evaluate(
     test_patients = list(read_split(split_path, data)["test"])
     if not test_patients:
         raise InputError(split_path, "the split has no test patients")
-    device = select_device(cfg.get("device", "auto"))
+    device = select_device(cfg.get("device", "auto"), setting="evaluate.device")
     configure_backends(cfg.get("cudnn_benchmark", True))
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too

@@ -68,20 +68,26 @@ def collect_inputs(paths: Iterable[str | PathLike[str]], exclude: Path | None = 
     return found
 
 
+RUN_OUTPUT_STEMS = frozenset({"summary", "report"})
+"""Stems of the run's own outputs (``summary.json``, ``report.md``), never a slice's."""
+
+
 def output_stems(files: Sequence[Path]) -> list[str]:
     """One distinct output name per input file.
 
-    A file's stem is used as is when no other input shares it; files that share a stem
-    (same name in different folders) get ``<stem>-<8 hex digits of their path's hash>``,
-    so no output overwrites another and the name is stable across runs.
+    A file's stem is used as is when no other input shares it (ignoring case, for
+    case-insensitive file systems) and it is not the name of a run output
+    (`RUN_OUTPUT_STEMS`: ``summary.json``, ``report.md``); otherwise it gets
+    ``<stem>-<8 hex digits of its path's hash>``, so no output overwrites another and the
+    name is stable across runs.
     """
     counts: dict[str, int] = {}
     for file in files:
-        counts[file.stem] = counts.get(file.stem, 0) + 1
+        counts[file.stem.casefold()] = counts.get(file.stem.casefold(), 0) + 1
     stems = []
     for file in files:
         stem = file.stem or file.name or "slice"
-        if counts[file.stem] > 1:
+        if counts[file.stem.casefold()] > 1 or stem.casefold() in RUN_OUTPUT_STEMS:
             digest = hashlib.sha1(str(file.resolve()).encode("utf-8")).hexdigest()[:8]
             stem = f"{stem}-{digest}"
         stems.append(stem)
@@ -262,7 +268,9 @@ def predict(
         raise InputError("PATH", "no input files or folders given")
     settings = inference_settings(params)
     out_dir = Path(out_dir)
-    device = select_device(settings["device"])
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "is a file; --out is the output folder")
+    device = select_device(settings["device"], setting="evaluate.device")
     configure_backends(settings["cudnn_benchmark"])
     detector, ckpt = load_detector(
         resolve_model(model), device, settings["threshold"], settings["channels_last"]

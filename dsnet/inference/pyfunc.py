@@ -79,7 +79,7 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
         """Load the detector from the ``checkpoint`` artifact (CUDA if available, else CPU)."""
         config = dict(context.model_config or {})
         self.threshold = float(config.get("decision_threshold", 0.5))
-        self.device = select_device(config.get("device", "auto"))
+        self.device = select_device(config.get("device", "auto"), setting="model_config device")
         self.detector, self.checkpoint = load_detector(
             context.artifacts[ARTIFACT_KEY], self.device, 0.0
         )

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import read_text
 from dsnet.data import contract
 from dsnet.data.classes import who_class
+from dsnet.data.dxa import check_t_score, check_vertebra, parse_t_score
 from dsnet.ingest.records import Box, Intake, SliceRecord
 from dsnet.io import CTSlice
 
@@ -82,16 +84,13 @@ def read_csv_source(csv_path: Path, key: str) -> Intake:
             and str(rel) not in listed
         ):
             intake.learn_identities(file)
-            intake.reject(rel, f"no row in {csv_path.name}")
+            intake.reject(rel, "no row in the CSV")
     return intake
 
 
 def _parse_rows(csv_path: Path, intake: Intake) -> dict[str, _FileRows]:
     """File name -> its rows' labels, in order of first appearance."""
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(csv_path, f"cannot read: {exc}") from None
+    text = read_text(csv_path)
     reader = csv.DictReader(text.splitlines())
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in CSV_COLUMNS if c not in columns]
@@ -103,14 +102,16 @@ def _parse_rows(csv_path: Path, intake: Intake) -> dict[str, _FileRows]:
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         if not row.get("file"):
-            intake.reject(f"{csv_path.name} line {line}", "empty file column")
+            intake.reject(f"CSV line {line}", "empty file column")
             continue
         rows = files.setdefault(row["file"], _FileRows())
         intake.patient_ids.add(row["patient_id"])
-        numbers = {c: contract.parse_t_score(row[c]) for c in ("x1", "y1", "x2", "y2", "t_score")}
+        numbers = {c: parse_t_score(row[c]) for c in ("x1", "y1", "x2", "y2", "t_score")}
         bad = [c for c, value in numbers.items() if value is None]
-        problem = contract.check_vertebra(row["vertebra"]) or (
-            f"{', '.join(bad)} not a finite number" if bad else None
+        problem = (
+            check_vertebra(row["vertebra"])
+            or (f"{', '.join(bad)} not a finite number" if bad else None)
+            or check_t_score(row["t_score"])
         )
         if not row["patient_id"]:
             problem = "empty patient_id"

@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import not_regular_reason
 from dsnet.io import CTSlice, read_slice
 from dsnet.io.deid import deidentify
 
@@ -78,6 +79,8 @@ class Intake:
 
     def learn_identities(self, path: Path) -> pydicom.Dataset | None:
         """Remember a file's PatientID and PatientName (header read); None if unreadable."""
+        if not_regular_reason(path) is not None:  # a FIFO would block the reader
+            return None
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             self.patient_ids.add(str(header.get("PatientID", "")))
@@ -94,6 +97,8 @@ class Intake:
             PatientName are remembered for redaction either way.
         """
         header = self.learn_identities(path)
+        if not_regular_reason(path) is not None:
+            return None, not_regular_reason(path)
         try:
             ct = read_slice(path)
             deidentify(header, key)
@@ -111,9 +116,10 @@ class IngestReport:
     Attributes:
         out_dir: The written data dir.
         form: Source form, "data-dir" or "csv".
-        accepted: One entry per written slice: ``source``, ``file``, ``patient_id``
-            (pseudonym), ``vertebra``, ``boxes``.
-        rejected: One entry per rejected file or record: ``source``, ``reason``.
+        accepted: One entry per written slice: ``source`` (keyed reference), ``file``,
+            ``patient_id`` (pseudonym), ``vertebra``, ``boxes``.
+        rejected: One entry per rejected file or record: ``source`` (keyed reference of a
+            file, or the record in annotations.json / dxa.csv / the CSV), ``reason``.
     """
 
     out_dir: Path

@@ -15,9 +15,11 @@ atomically, so a failed ingest leaves an existing one untouched.
 
 Privacy: every DICOM file is de-identified with `dsnet.io.deid.deidentify` under the
 secret key (PatientID -> keyed pseudonym; annotations and dxa.csv follow it), files are
-renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``, and in the report's source paths and
-reasons original patient IDs are replaced by their pseudonyms and patient-name parts are
-masked, so no original identifier is written to the output folder.
+renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``. Source paths are never written: the
+report names a source file by its keyed reference (`dsnet.io.redact.source_ref` of its
+path relative to the source folder), and in reasons original patient IDs become their
+pseudonyms and patient names, source file and folder names are masked (`report_redactor`),
+so no original identifier or file name is written to the output folder.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ from typing import Any
 
 from dsnet.core.errors import DataValidationError, InputError
 from dsnet.core.fsutil import atomic_dir, atomic_write_json
+from dsnet.core.inputs import read_text
 from dsnet.data import contract, files
+from dsnet.data.dxa import DXA_FILE, read_dxa
 from dsnet.ingest.csv_source import read_csv_source
 from dsnet.ingest.records import Box, IngestReport, Intake, SliceRecord
-from dsnet.ingest.write import Redactor, write_intake
+from dsnet.ingest.write import write_intake
+from dsnet.io.redact import Redactor
 
 REPORT_FILE = "ingest_report.json"
 KEY_ENV = "DSNET_DEID_KEY"
@@ -52,12 +57,7 @@ def resolve_key(key: str | None = None, key_file: str | PathLike[str] | None = N
     origin = "--key"
     if key is None and key_file is not None:
         origin = str(key_file)
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise InputError(key_file, "key file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(key_file, f"cannot read key file: {exc}") from None
+        key = read_text(key_file).strip()
     if key is None and os.environ.get(KEY_ENV):
         origin, key = KEY_ENV, os.environ[KEY_ENV].strip()
     if key is None:
@@ -91,26 +91,42 @@ def ingest(
     """
     src, out_dir = Path(src), Path(out_dir)
     key = resolve_key(key)
+    if not src.exists():
+        raise InputError(src, "not found")
     check_out_dir(src, out_dir)
     intake = read_source(src, key)
     if not intake.records:
         lines = [f"{intake.base / item}: {reason}" for item, reason in intake.rejected]
         raise DataValidationError(src, lines or ["no DICOM files to ingest"])
-    redact = Redactor(intake.patient_ids, intake.patient_names, key)
+    redact = report_redactor(intake, key)
     with atomic_dir(out_dir) as tmp:
         accepted = write_intake(intake, tmp, key)
         contract.load_data_dir(tmp)
         report = IngestReport(
             out_dir=out_dir,
             form=intake.form,
-            accepted=[{k: redact(v) for k, v in entry.items()} for entry in accepted],
+            accepted=[redact.entry(entry) for entry in accepted],
             rejected=[
-                {"source": redact(item), "reason": redact(reason)}
-                for item, reason in intake.rejected
+                redact.entry({"source": item, "reason": reason}) for item, reason in intake.rejected
             ],
         )
         atomic_write_json(tmp / REPORT_FILE, report.to_json())
     return report
+
+
+STRUCTURAL_ITEMS = (contract.ANNOTATIONS_FILE, DXA_FILE, "CSV line")
+"""Rejected items that name part of the source layout, not a source file."""
+
+
+def report_redactor(intake: Intake, key: str) -> Redactor:
+    """The redactor of an intake's report entries (`dsnet.io.redact`)."""
+    return Redactor(
+        key,
+        intake.patient_ids,
+        intake.patient_names,
+        source=intake.base,
+        structural=STRUCTURAL_ITEMS,
+    )
 
 
 def check_out_dir(src: Path, out_dir: Path) -> None:
@@ -150,17 +166,17 @@ class _Labels:
 def read_data_dir_source(src: Path, key: str) -> Intake:
     """Read a source in the contract's layout; each file is accepted or rejected alone."""
     intake = Intake(source=src, form="data-dir")
-    ann_path, dxa_path = src / contract.ANNOTATIONS_FILE, src / contract.DXA_FILE
+    ann_path, dxa_path = src / contract.ANNOTATIONS_FILE, src / DXA_FILE
     coco, reasons = contract.read_annotations(ann_path)
     reasons = reasons or contract.check_categories(coco["categories"])
     if reasons:
         raise InputError(ann_path, reasons[0])
-    dxa, reasons = contract.read_dxa(dxa_path)
+    dxa, reasons = read_dxa(dxa_path)
     if not dxa and reasons:
         raise InputError(dxa_path, reasons[0])
     intake.patient_ids.update(patient for patient, _ in dxa)
     for reason in reasons:
-        intake.reject(contract.DXA_FILE, reason)
+        intake.reject(DXA_FILE, reason)
 
     images = _source_images(coco["images"], intake)
     labels = _source_labels(coco["annotations"], images, coco["images"], dxa, intake)

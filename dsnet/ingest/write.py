@@ -1,8 +1,8 @@
 """Write accepted records as a de-identified data dir (the second half of an ingest).
 
 Every DICOM file is de-identified with `dsnet.io.deid.deidentify` under the secret key and
-renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``; `Redactor` masks original identifiers
-in report text.
+renamed ``dicom/<pseudonym>/<vertebra>_<k>.dcm``; report text is redacted by
+`dsnet.io.redact.Redactor`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import pydicom
 from dsnet.core.fsutil import atomic_write_text
 from dsnet.data import contract, files
 from dsnet.data.classes import CATEGORIES
+from dsnet.data.dxa import DXA_COLUMNS, DXA_FILE
 from dsnet.ingest.records import Intake
 from dsnet.io.deid import deidentify, pseudonym
-
-NAME_MASK = "[name]"
 
 
 def write_intake(intake: Intake, out_dir: Path, key: str) -> list[dict[str, Any]]:
@@ -81,7 +79,7 @@ def write_intake(intake: Intake, out_dir: Path, key: str) -> list[dict[str, Any]
         )
     coco = {"images": images, "annotations": annotations, "categories": CATEGORIES}
     atomic_write_text(out_dir / contract.ANNOTATIONS_FILE, json.dumps(coco, indent=1) + "\n")
-    atomic_write_text(out_dir / contract.DXA_FILE, dxa_csv(intake.dxa, key))
+    atomic_write_text(out_dir / DXA_FILE, dxa_csv(intake.dxa, key))
     return accepted
 
 
@@ -103,38 +101,7 @@ def dxa_csv(dxa: Mapping[tuple[str, str], float], key: str) -> str:
     """Return dxa.csv text for `dxa` (original ids) with patients replaced by pseudonyms."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(contract.DXA_COLUMNS)
+    writer.writerow(DXA_COLUMNS)
     rows = sorted((pseudonym(patient, key), vertebra, t) for (patient, vertebra), t in dxa.items())
     writer.writerows((patient, vertebra, repr(t)) for patient, vertebra, t in rows)
     return buffer.getvalue()
-
-
-class Redactor:
-    """Replace original patient IDs by their pseudonyms and mask patient-name parts.
-
-    One regular-expression pass, longest match first, so a replacement is never
-    re-matched. Name parts (split at ``^``, ``=`` and spaces) of 3+ characters are
-    matched case-insensitively.
-    """
-
-    def __init__(self, patient_ids: Iterable[str], patient_names: Iterable[str], key: str):
-        self._pseudonyms = {pid: pseudonym(pid, key) for pid in patient_ids if pid}
-        parts = {
-            part.lower()
-            for name in patient_names
-            for part in re.split(r"[\^= ]+", name)
-            if len(part) >= 3
-        }
-        alternatives = sorted(
-            [(len(pid), re.escape(pid)) for pid in self._pseudonyms]
-            + [(len(part), f"(?i:{re.escape(part)})") for part in parts],
-            reverse=True,
-        )
-        pattern = "|".join(regex for _, regex in alternatives)
-        self._pattern = re.compile(pattern) if pattern else None
-
-    def __call__(self, value: Any) -> Any:
-        """Redact a string; other values pass through."""
-        if not isinstance(value, str) or self._pattern is None:
-            return value
-        return self._pattern.sub(lambda m: self._pseudonyms.get(m.group(0), NAME_MASK), value)

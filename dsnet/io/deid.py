@@ -1,30 +1,33 @@
 """De-identify CT headers: DICOM PS3.15 Annex E basic profile with keyed pseudonyms.
 
-Profile applied by `deidentify` (codes written to DeidentificationMethodCodeSequence):
+`deidentify` builds a new data set from an ALLOW-LIST (`KEPT`): only the attributes the
+model and the provenance of a slice need are copied, each with its action; everything
+else (private elements, free text, unknown or new attributes, every sequence not on the
+list, overlays, curves, group lengths) is dropped, at every nesting level. An allowed
+sequence (`KEPT_SEQUENCES`) keeps only its items' allow-listed attributes, recursively.
 
-- 113100 Basic Application Confidentiality Profile, for the attributes found in CT
-  headers, applied at every nesting level:
-  - removed (X): addresses, phone numbers, other IDs/names, patient history/comments,
-    institution name/address/department, station name, device serial number, physician
-    and operator identification sequences, request/procedure/scheduling attributes,
-    study/series descriptions, protocol name, referenced patient/study/PPS sequences,
-    icon images, original/modified attribute and signature sequences, overlays and
-    curves (groups 50xx/60xx); and by value representation every free-text element
-    (LT, ST, UT), every application entity title (AE), every unknown-VR element (UN)
-    and every private element;
-  - emptied (Z): every person name (PN), PatientBirthDate, AccessionNumber, StudyID;
-  - replaced: PatientID and PatientName by `pseudonym(PatientID, key)`; every instance
-    UID (UI values that are not standard DICOM UIDs such as SOP classes or transfer
-    syntaxes) by `pseudo_uid(uid, key)`, a keyed `2.25.` UID, so study/series/instance
-    and reference relations survive across files.
-- 113107 Retain Longitudinal Temporal Information, Modified Dates Option: every date
-  (DA, and the date part of DT) is shifted by the same whole number of days per patient
-  (`patient_date_shift`, or `date_shift_days`), so intervals between dates are kept;
-  times of day are kept; unparseable dates are removed.
-- 113108 Retain Patient Characteristics Option: PatientSex, PatientAge, PatientSize
-  and PatientWeight are kept (age and sex drive bone-density interpretation).
+Profile and options (codes written to DeidentificationMethodCodeSequence, CID 7050):
 
-Pixel data is never touched, so an image with BurnedInAnnotation "YES" is refused.
+- 113100 Basic Application Confidentiality Profile. Kept as they are: the image pixel,
+  image plane, CT image and VOI LUT values, modality, body part, acquisition technique,
+  manufacturer and model (no device serial number, station or institution), SOP class.
+  Replaced: PatientID and PatientName by `pseudonym(PatientID, key)`; every instance UID
+  (study, series, SOP instance, frame of reference, referenced SOP instance) by
+  `pseudo_uid(uid, key)`, a keyed ``2.25.`` UID, so study/series/instance structure and
+  references survive across files; standard UIDs (SOP classes) are kept. Emptied (Type 2
+  attributes): PatientBirthDate, AccessionNumber, StudyID, ReferringPhysicianName.
+- 113107 Retain Longitudinal Temporal Information, Modified Dates Option: the study,
+  series, acquisition and content dates (and the date part of AcquisitionDateTime) are
+  shifted by one keyed number of days per patient (`patient_date_shift`, or
+  `date_shift_days`), so intervals are kept; times of day are kept; an unparseable date
+  is removed.
+- 113108 Retain Patient Characteristics Option: PatientSex, PatientAge, PatientSize and
+  PatientWeight are kept (age and sex drive bone-density interpretation).
+
+Not applied: Clean Descriptors (113105; descriptions, comments and protocol names are
+removed, not cleaned), Retain Device Identity (113109), Retain UIDs (113110), Retain
+Safe Private (113111), Clean Graphics (113103), Clean Pixel Data (113101): pixel data is
+never touched, so an image with BurnedInAnnotation "YES" is refused.
 """
 
 from __future__ import annotations
@@ -34,127 +37,108 @@ import hashlib
 import hmac
 from datetime import date, timedelta
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dsnet.core.errors import InputError
 
-REMOVED_KEYWORDS = frozenset(
-    {
-        # Patient identification and demographics beyond sex/age/size/weight.
-        "PatientAddress",
-        "PatientTelephoneNumbers",
-        "PatientTelecomInformation",
-        "OtherPatientIDs",
-        "OtherPatientIDsSequence",
-        "OtherPatientNames",
-        "PatientBirthName",
-        "PatientMotherBirthName",
-        "PatientBirthTime",
-        "IssuerOfPatientID",
-        "IssuerOfPatientIDQualifiersSequence",
-        "MedicalRecordLocator",
-        "MilitaryRank",
-        "BranchOfService",
-        "Occupation",
-        "EthnicGroup",
-        "PatientReligiousPreference",
-        "CountryOfResidence",
-        "RegionOfResidence",
-        "CurrentPatientLocation",
-        "PatientInstitutionResidence",
-        "PatientInsurancePlanCodeSequence",
-        "InsurancePlanIdentification",
-        "MedicalAlerts",
-        "Allergies",
-        "SmokingStatus",
-        "PregnancyStatus",
-        "LastMenstrualDate",
-        "SpecialNeeds",
-        "PatientState",
-        "ResponsiblePerson",
-        "ResponsibleOrganization",
-        "AdditionalPatientHistory",
-        "PatientComments",
-        "ReferencedPatientSequence",
-        "ReferencedPatientAliasSequence",
-        # Institution, staff and device identity.
-        "InstitutionName",
-        "InstitutionAddress",
-        "InstitutionalDepartmentName",
-        "InstitutionCodeSequence",
-        "InstitutionalDepartmentTypeCodeSequence",
-        "ReferringPhysicianAddress",
-        "ReferringPhysicianTelephoneNumbers",
-        "ReferringPhysicianIdentificationSequence",
-        "PhysiciansOfRecord",
-        "PhysiciansOfRecordIdentificationSequence",
-        "PerformingPhysicianName",
-        "PerformingPhysicianIdentificationSequence",
-        "NameOfPhysiciansReadingStudy",
-        "PhysiciansReadingStudyIdentificationSequence",
-        "OperatorsName",
-        "OperatorIdentificationSequence",
-        "RequestingPhysician",
-        "RequestingService",
-        "ConsultingPhysicianName",
-        "ScheduledPerformingPhysicianName",
-        "StationName",
-        "DeviceSerialNumber",
-        "DetectorID",
-        "GantryID",
-        # Visit, request, scheduling and procedure step.
-        "AdmissionID",
-        "IssuerOfAdmissionIDSequence",
-        "ServiceEpisodeID",
-        "ServiceEpisodeDescription",
-        "AdmittingDiagnosesDescription",
-        "AdmittingDiagnosesCodeSequence",
-        "ReasonForStudy",
-        "ReasonForTheRequestedProcedure",
-        "RequestAttributesSequence",
-        "RequestedProcedureID",
-        "RequestedProcedureDescription",
-        "ScheduledProcedureStepID",
-        "ScheduledProcedureStepDescription",
-        "PerformedProcedureStepID",
-        "PerformedProcedureStepDescription",
-        "PerformedLocation",
-        "PerformedStationName",
-        "ScheduledStationName",
-        "PlacerOrderNumberImagingServiceRequest",
-        "FillerOrderNumberImagingServiceRequest",
-        "OrderEnteredBy",
-        "OrderEntererLocation",
-        "OrderCallbackPhoneNumber",
-        "ReferencedStudySequence",
-        "ReferencedPerformedProcedureStepSequence",
-        # Descriptions that are free text in practice.
-        "StudyDescription",
-        "SeriesDescription",
-        "ProtocolName",
-        "TimezoneOffsetFromUTC",
-        # Embedded images, signatures and audit copies of the original values.
-        "IconImageSequence",
-        "DigitalSignaturesSequence",
-        "MACParametersSequence",
-        "OriginalAttributesSequence",
-        "ModifiedAttributesSequence",
-        "EncryptedAttributesSequence",
-        "ContentSequence",
-        "DataSetTrailingPadding",
-    }
-)
-"""Attributes removed wherever they occur (Annex E action X)."""
+KEEP, UID_MAP, SHIFT_DATE, EMPTY = "keep", "uid", "date", "empty"
+"""Actions on an allowed attribute: copy, keyed UID, shifted date, empty value."""
 
-EMPTIED_KEYWORDS = frozenset({"PatientBirthDate", "AccessionNumber", "StudyID"})
-"""Attributes kept with an empty value (Annex E action Z)."""
+REFERENCE_ITEM: dict[str, str] = {
+    "ReferencedSOPClassUID": UID_MAP,
+    "ReferencedSOPInstanceUID": UID_MAP,
+    "ReferencedFrameNumber": KEEP,
+}
+"""Allow-list of an item of ReferencedImageSequence / SourceImageSequence."""
 
-REMOVED_VRS = frozenset({"LT", "ST", "UT", "AE", "UN"})
-"""Value representations removed wherever they occur: free text, AE titles, unknown."""
+KEPT: dict[str, str | dict[str, str]] = {
+    # SOP common.
+    "SpecificCharacterSet": KEEP,
+    "ImageType": KEEP,
+    "SOPClassUID": UID_MAP,
+    "SOPInstanceUID": UID_MAP,
+    "InstanceNumber": KEEP,
+    # Patient (PatientID and PatientName are set to the pseudonym afterwards).
+    "PatientBirthDate": EMPTY,
+    "PatientSex": KEEP,
+    "PatientAge": KEEP,
+    "PatientSize": KEEP,
+    "PatientWeight": KEEP,
+    # Study and series structure.
+    "StudyInstanceUID": UID_MAP,
+    "StudyDate": SHIFT_DATE,
+    "StudyTime": KEEP,
+    "AccessionNumber": EMPTY,
+    "StudyID": EMPTY,
+    "ReferringPhysicianName": EMPTY,
+    "SeriesInstanceUID": UID_MAP,
+    "SeriesNumber": KEEP,
+    "SeriesDate": SHIFT_DATE,
+    "SeriesTime": KEEP,
+    "Modality": KEEP,
+    "BodyPartExamined": KEEP,
+    "PatientPosition": KEEP,
+    "AcquisitionNumber": KEEP,
+    "AcquisitionDate": SHIFT_DATE,
+    "AcquisitionTime": KEEP,
+    "AcquisitionDateTime": SHIFT_DATE,
+    "ContentDate": SHIFT_DATE,
+    "ContentTime": KEEP,
+    # Equipment (make and model only: no serial number, station or institution).
+    "Manufacturer": KEEP,
+    "ManufacturerModelName": KEEP,
+    # Frame of reference and image plane.
+    "FrameOfReferenceUID": UID_MAP,
+    "ImagePositionPatient": KEEP,
+    "ImageOrientationPatient": KEEP,
+    "SliceLocation": KEEP,
+    "SliceThickness": KEEP,
+    "PixelSpacing": KEEP,
+    # Image pixel.
+    "SamplesPerPixel": KEEP,
+    "PhotometricInterpretation": KEEP,
+    "NumberOfFrames": KEEP,
+    "Rows": KEEP,
+    "Columns": KEEP,
+    "BitsAllocated": KEEP,
+    "BitsStored": KEEP,
+    "HighBit": KEEP,
+    "PixelRepresentation": KEEP,
+    "PixelPaddingValue": KEEP,
+    "SmallestImagePixelValue": KEEP,
+    "LargestImagePixelValue": KEEP,
+    "PixelData": KEEP,
+    # CT image, acquisition technique and display.
+    "RescaleIntercept": KEEP,
+    "RescaleSlope": KEEP,
+    "RescaleType": KEEP,
+    "KVP": KEEP,
+    "XRayTubeCurrent": KEEP,
+    "ExposureTime": KEEP,
+    "Exposure": KEEP,
+    "ConvolutionKernel": KEEP,
+    "ReconstructionDiameter": KEEP,
+    "DataCollectionDiameter": KEEP,
+    "GantryDetectorTilt": KEEP,
+    "TableHeight": KEEP,
+    "SpiralPitchFactor": KEEP,
+    "CTDIvol": KEEP,
+    "WindowCenter": KEEP,
+    "WindowWidth": KEEP,
+    "BurnedInAnnotation": KEEP,
+    "LossyImageCompression": KEEP,
+    "LossyImageCompressionRatio": KEEP,
+    "LossyImageCompressionMethod": KEEP,
+    # References to other images (keyed UIDs), item by item through their own list.
+    "ReferencedImageSequence": REFERENCE_ITEM,
+    "SourceImageSequence": REFERENCE_ITEM,
+}
+"""The allow-list: attribute keyword -> action, or for a sequence the allow-list of its
+items. Anything not listed is removed."""
 
 METHOD_CODES = (
     ("113100", "Basic Application Confidentiality Profile"),
@@ -163,7 +147,7 @@ METHOD_CODES = (
 )
 """DeidentificationMethodCodeSequence entries (coding scheme DCM, CID 7050)."""
 
-METHOD_TEXT = "DSNet-Ops PS3.15 E basic, keyed pseudonyms, shifted dates"
+METHOD_TEXT = "DSNet-Ops PS3.15 E basic allow-list, keyed IDs, shifted dates"
 """DeidentificationMethod value (LO, at most 64 characters)."""
 
 MAX_DATE_SHIFT_DAYS = 3650
@@ -181,7 +165,22 @@ def pseudonym(patient_id: str, key: bytes | str) -> str:
         16 lowercase hex characters: the start of HMAC-SHA256(key, "patient-id:" + ID).
 
     """
-    return _digest(key, "patient-id", patient_id).hex()[:16]
+    return keyed_hex(key, "patient-id", patient_id)
+
+
+def keyed_hex(key: bytes | str, purpose: str, text: str) -> str:
+    """Return 16 hex characters of HMAC-SHA256(key, purpose + ":" + text).
+
+    Args:
+        key: The project's secret key.
+        purpose: Domain separator (a pseudonym, a source path... never collide).
+        text: The value to hide.
+
+    Returns:
+        16 lowercase hex characters (64 bits).
+
+    """
+    return _digest(key, purpose, text).hex()[:16]
 
 
 def pseudo_uid(uid: str, key: bytes | str) -> str:
@@ -256,8 +255,7 @@ def deidentify(
     patient_id = str(ds.get("PatientID", ""))
     shift = patient_date_shift(patient_id, key) if date_shift_days is None else date_shift_days
 
-    out = copy.deepcopy(ds)
-    _clean(out, key, shift)
+    out = _allowed_copy(ds, KEPT, key, shift)
     out.PatientID = pseudonym(patient_id, key)
     out.PatientName = out.PatientID
     out.PatientIdentityRemoved = "YES"
@@ -271,37 +269,45 @@ def deidentify(
     return out
 
 
-def _clean(ds: Dataset, key: bytes | str, shift: int) -> None:
-    """Apply the element rules to `ds` and, recursively, to every sequence item."""
-    for elem in list(ds):
-        tag, vr = elem.tag, elem.VR
-        if _is_removed(tag, elem.keyword, vr):
-            del ds[tag]
-        elif elem.keyword in EMPTIED_KEYWORDS or vr == "PN":
-            elem.value = ""
-        elif vr == "SQ":
-            for item in elem.value:
-                _clean(item, key, shift)
-        elif vr == "UI" and elem.value:
-            elem.value = _map_values(elem.value, lambda uid: _replace_uid(uid, key))
-        elif vr in ("DA", "DT") and elem.value:
-            shifted = _map_values(elem.value, lambda text, v=vr: _shift_date(text, v, shift))
-            if shifted is None:
-                del ds[tag]
-            else:
-                elem.value = shifted
+def _allowed_copy(
+    ds: Dataset, allowed: dict[str, str | dict[str, str]], key: bytes | str, shift: int
+) -> Dataset:
+    """A new data set holding only `ds`'s allow-listed elements, each with its action.
+
+    An allowed sequence is copied item by item through its items' allow-list, so nothing
+    unlisted survives at any depth; an element of an unexpected VR (a sequence where a
+    value is listed, or the reverse) is dropped.
+    """
+    out = Dataset()
+    for keyword, action in allowed.items():
+        if keyword not in ds:
+            continue
+        elem = ds[keyword]
+        if isinstance(action, dict):
+            if elem.VR == "SQ":
+                items = [_allowed_copy(item, action, key, shift) for item in elem.value]
+                setattr(out, keyword, Sequence([item for item in items if len(item)]))
+            continue
+        if elem.VR == "SQ":
+            continue
+        elem = copy.deepcopy(elem)
+        if _apply(elem, action, key, shift):
+            out.add(elem)
+    return out
 
 
-def _is_removed(tag: BaseTag, keyword: str, vr: str) -> bool:
-    """Tell whether the profile removes an element (by keyword, VR, group or length tag)."""
-    overlay_or_curve = (tag.group & 0xFF00) in (0x5000, 0x6000)
-    return (
-        keyword in REMOVED_KEYWORDS
-        or vr in REMOVED_VRS
-        or overlay_or_curve
-        or tag.element == 0x0000
-        or tag.is_private
-    )
+def _apply(elem: DataElement, action: str, key: bytes | str, shift: int) -> bool:
+    """Apply an action to a copied element in place; False when it must be dropped."""
+    if action == EMPTY:
+        elem.value = ""
+    elif action == UID_MAP and elem.value:
+        elem.value = _map_values(elem.value, lambda uid: _replace_uid(uid, key))
+    elif action == SHIFT_DATE and elem.value:
+        shifted = _map_values(elem.value, lambda text: _shift_date(text, elem.VR, shift))
+        if shifted is None:
+            return False
+        elem.value = shifted
+    return True
 
 
 def _map_values(value, convert):

@@ -25,6 +25,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import IS, DSfloat
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import not_regular_reason
 
 MAX_PIXEL_SPACING_MM = 5.0
 """Largest in-plane pixel spacing accepted as an axial CT slice (mm)."""
@@ -60,6 +61,8 @@ META_KEYWORDS = (
 """Technical header attributes copied into `CTSlice.meta` when present (no PHI)."""
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+HU_RANGE = (-10_000.0, 100_000.0)
+"""HU a CT slice can hold (air -1000 to dense metal); beyond it the header or pixels lie."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ def read_slice(path: str | os.PathLike[str]) -> CTSlice:
     slope, intercept = _rescale(path, ds)
     stored = _decode_pixels(path, ds)
     hu = apply_rescale(stored, ds).astype(np.float32, copy=False)
+    _check_hu(path, hu, slope, intercept)
     return CTSlice(
         path=path,
         hu=hu,
@@ -150,8 +154,9 @@ def read_slice(path: str | os.PathLike[str]) -> CTSlice:
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
     """Parse `path` as DICOM, accepting header-less files that carry a SOP Class UID."""
-    if not path.is_file():
-        raise InputError(path, "file not found" if not path.exists() else "not a file")
+    problem = not_regular_reason(path)
+    if problem is not None:
+        raise InputError(path, problem)
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
@@ -245,6 +250,21 @@ def _rescale(path: Path, ds: pydicom.Dataset) -> tuple[float, float]:
     if not np.isfinite(slope) or slope == 0 or not np.isfinite(intercept):
         raise InputError(path, f"invalid rescale: slope {slope:g}, intercept {intercept:g}")
     return slope, intercept
+
+
+def _check_hu(path: Path, hu: np.ndarray, slope: float, intercept: float) -> None:
+    """Refuse HU that are not finite or outside `HU_RANGE` (wrong rescale or pixel type)."""
+    low, high = (float(hu.min()), float(hu.max())) if hu.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(
+            path, f"rescale gives non-finite HU (slope {slope:g}, intercept {intercept:g})"
+        )
+    if low < HU_RANGE[0] or high > HU_RANGE[1]:
+        raise InputError(
+            path,
+            f"HU {low:g}..{high:g} outside the plausible {HU_RANGE[0]:g}..{HU_RANGE[1]:g} "
+            "(wrong RescaleSlope/Intercept, or pixel data not of the declared integer type)",
+        )
 
 
 def _decode_pixels(path: Path, ds: pydicom.Dataset) -> np.ndarray:

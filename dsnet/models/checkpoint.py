@@ -31,6 +31,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_path
+from dsnet.core.params_schema import SCHEMA, check_params
 from dsnet.core.torchfile import load_torch_file
 from dsnet.data.classes import CATEGORIES
 from dsnet.models import build_detector
@@ -183,7 +184,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [key for key in entries if key not in checkpoint]
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
+    check_config(path, checkpoint)
     return checkpoint
+
+
+def check_config(path: Path, checkpoint: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose model or preprocess config is malformed or absurd.
+
+    The values are checked like the parameters they came from (`dsnet.core.params_schema`),
+    so a bad value blames the checkpoint, not the slice it is later applied to.
+
+    Raises:
+        InputError: Naming `path` and the config key.
+
+    """
+    for name, keys in (("model", MODEL_KEYS), ("preprocess", PREPROCESS_KEYS)):
+        config = checkpoint[name]
+        if not isinstance(config, Mapping):
+            raise InputError(path, f"checkpoint {name} config is not a mapping")
+        lacking = [key for key in keys if key not in config]
+        if lacking:
+            raise InputError(path, f"checkpoint {name} config lacks {', '.join(lacking)}")
+        known = {k: v for k, v in config.items() if k in SCHEMA[name]}
+        try:
+            check_params({name: known}, "checkpoint")
+        except InputError as exc:
+            key = exc.path.removeprefix("params ").removesuffix(" (checkpoint)")
+            raise InputError(path, f"checkpoint config {key}: {exc.reason}") from None
 
 
 def load_checkpoint(

@@ -73,7 +73,7 @@ class StudyInfo:
 
 
 def ct_slice_dataset(
-    study: StudyInfo, stored: np.ndarray, z: float, instance_number: int
+    study: StudyInfo, stored: np.ndarray, z: float, instance_number: int, image_key: str
 ) -> Dataset:
     """The complete DICOM file dataset (with file meta) of one axial CT slice.
 
@@ -83,6 +83,9 @@ def ct_slice_dataset(
             column 0 at the patient's right.
         z: Table position of the slice (mm, patient z; larger is cranial).
         instance_number: 1-based position of the slice in its series (cranial first).
+        image_key: Names the slice's content within the patient's study (with every
+            generator argument that changes it), so the SOPInstanceUID differs whenever
+            the pixels do, e.g. ``"L2 2/3"`` (2nd of 3 slices per vertebra through L2).
 
     Returns:
         A dataset ready for ``pydicom.dcmwrite(..., enforce_file_format=True)``.
@@ -90,7 +93,7 @@ def ct_slice_dataset(
     """
     rows, cols = stored.shape
     seed, pid = study.seed, study.patient_id
-    sop_uid = synthetic_uid(seed, "image", pid, instance_number)
+    sop_uid = synthetic_uid(seed, "image", pid, image_key)
     date = study.study_datetime.strftime("%Y%m%d")
     time = study.study_datetime.strftime("%H%M%S")
 

@@ -30,13 +30,15 @@ import numpy as np
 import pydicom
 
 from dsnet.core.errors import InputError
-from dsnet.core.fsutil import atomic_dir
+from dsnet.core.fsutil import atomic_dir, check_replaceable
 from dsnet.data.classes import CATEGORIES, CLASS_NAMES, patient_diagnosis
 from dsnet.synth import phantom
 from dsnet.synth.dicomct import RESCALE_INTERCEPT, StudyInfo, ct_slice_dataset
 from dsnet.synth.population import PatientTruth, sample_patient
 
 MAX_SLICES_PER_VERTEBRA = 8
+SYNTH_CONTRIBUTORS = ("dsnet.synth.generate", "dsnet.data.synth")
+"""``annotations.json`` contributor of synth outputs: this module's, then its former name."""
 MAX_SLICE_REACH_MM = 4.5  # slices stay within mid-body +- this
 FIRST_STUDY_DATE = dt.date(2019, 1, 1)
 TRUTH_FIELDS = (
@@ -91,6 +93,19 @@ class SynthSummary:
             "sexes": self.sexes,
             "ages": list(self.ages),
         }
+
+
+def is_synth_output(folder: Path) -> bool:
+    """Whether `folder` holds an earlier `synthesize` output (safe to replace)."""
+    try:
+        info = json.loads((folder / "annotations.json").read_text(encoding="utf-8"))["info"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (
+        isinstance(info, dict)
+        and info.get("contributor") in SYNTH_CONTRIBUTORS
+        and (folder / "synth_truth.csv").is_file()
+    )
 
 
 def _check_arguments(patients: int, seed: int, slices_per_vertebra: int) -> None:
@@ -156,7 +171,8 @@ def synthesize(
     """Generate the synthetic data set and write the data contract atomically.
 
     Args:
-        out_dir: The data dir to create (replaced as a whole if it exists).
+        out_dir: The data dir to create; an existing one is replaced as a whole only if
+            it is empty or an earlier synth output.
         patients: Number of patients (>= 1).
         seed: Seed of the whole data set (>= 0).
         slices_per_vertebra: Axial slices through each of L1-L4 (1..8).
@@ -165,11 +181,13 @@ def synthesize(
         Counts of what was written.
 
     Raises:
-        InputError: If an argument is out of range.
+        InputError: If an argument is out of range, or `out_dir` is a file, the current
+            folder, or a non-empty folder synth did not make (nothing is deleted).
 
     """
     _check_arguments(patients, seed, slices_per_vertebra)
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, is_synth_output(out_dir), "dsnet synth")
     images: list[dict] = []
     annotations: list[dict] = []
     dxa_rows: list[tuple[str, str, float]] = []
@@ -178,7 +196,6 @@ def synthesize(
     sexes: list[str] = []
     ages: list[int] = []
     with atomic_dir(out_dir) as tmp:
-        tmp.chmod(0o755)  # a data dir, not a private temp folder
         for index in range(patients):
             rng = np.random.default_rng([seed, index])
             truth = sample_patient(rng, index)
@@ -204,7 +221,13 @@ def synthesize(
                     name = f"{vertebra.vertebra}_{k + 1}.dcm"
                     _write_dicom(
                         patient_dir / name,
-                        ct_slice_dataset(study, stored, rendered.z, instance),
+                        ct_slice_dataset(
+                            study,
+                            stored,
+                            rendered.z,
+                            instance,
+                            image_key=f"{vertebra.vertebra} {k + 1}/{slices_per_vertebra}",
+                        ),
                     )
                     image_id = len(images) + 1
                     x1, y1, x2, y2 = rendered.box_xyxy
@@ -254,7 +277,7 @@ def synthesize(
             "info": {
                 "description": "DSNet-Ops synthetic lumbar CT (L1-L4 vertebral bodies)",
                 "version": "1",
-                "contributor": "dsnet.synth.generate",
+                "contributor": SYNTH_CONTRIBUTORS[0],
                 "seed": seed,
                 "slices_per_vertebra": slices_per_vertebra,
             },

@@ -49,6 +49,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "dsnet"
 PROBE_TIMEOUT_S = 5.0
+TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+"""URI schemes of tracking stores MLflow supports (``+driver`` suffixes allowed)."""
 
 
 def tracking_enabled() -> bool:
@@ -69,11 +71,46 @@ def tracking_uri() -> str:
     return uri
 
 
-def configure_mlflow() -> str:
-    """Point MLflow at :func:`tracking_uri`, bounding HTTP retries; return the URI.
+def check_tracking_uri(uri: str, must_exist: bool = False) -> None:
+    """Refuse a tracking URI MLflow cannot use, or that would silently make a new store.
+
+    Args:
+        uri: The tracking URI.
+        must_exist: For review commands: a SQLite store must exist already (otherwise an
+            empty one would be created and reported as "no models").
 
     Raises:
-        InputError: The tracking server does not answer its health check.
+        InputError: Naming ``MLFLOW_TRACKING_URI``: an unsupported scheme, a SQLite store
+            in a folder that does not exist, or (`must_exist`) a missing SQLite store.
+
+    """
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme and scheme not in TRACKING_SCHEMES:
+        raise InputError(
+            "MLFLOW_TRACKING_URI",
+            f"unsupported scheme {scheme}:// in {uri}; use one of "
+            f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} or a folder",
+        )
+    if scheme == "sqlite":
+        store = Path(uri.split("://", 1)[1][1:] or ":memory:")
+        if not store.parent.is_dir():
+            raise InputError(
+                "MLFLOW_TRACKING_URI",
+                f"the folder {store.parent} of the SQLite store does not exist",
+            )
+        if must_exist and not store.is_file():
+            raise InputError("MLFLOW_TRACKING_URI", f"no tracking store at {store}")
+
+
+def configure_mlflow(must_exist: bool = False) -> str:
+    """Point MLflow at :func:`tracking_uri`, bounding HTTP retries; return the URI.
+
+    Args:
+        must_exist: Refuse a SQLite store that does not exist yet (review commands).
+
+    Raises:
+        InputError: A bad tracking URI (`check_tracking_uri`), or the tracking server does
+            not answer its health check.
 
     """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -81,6 +118,7 @@ def configure_mlflow() -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
+    check_tracking_uri(uri, must_exist)
     if uri.startswith(("http://", "https://")):
         probe_server(uri)
     mlflow.set_tracking_uri(uri)

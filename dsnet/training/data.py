@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 from dsnet.core.errors import InputError
-from dsnet.data.dataset import collate
+from dsnet.data.dataset import InputErrorLoader, collate
 from dsnet.training.distributed import DistContext
 
 
@@ -56,7 +56,7 @@ def build_train_loader(
         )
     else:
         sampler = RandomSampler(dataset, generator=generator)
-    loader = DataLoader(
+    loader = InputErrorLoader(
         dataset,
         batch_size=int(batch_size),
         sampler=sampler,

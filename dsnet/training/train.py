@@ -127,6 +127,9 @@ def train(
 
     """
     train_cfg = section(params, "train")
+    for folder in (Path(out_dir), Path(plots_dir)):  # refuse before, not after, an epoch
+        if folder.exists() and not folder.is_dir():
+            raise InputError(folder, "is a file; expected a folder")
     ctx = distributed.from_env()
     device = select_device(train_cfg.get("device", "auto"), ctx.local_rank)
     configure_threads(train_cfg.get("threads", "auto"), ctx.local_world_size)

@@ -28,7 +28,8 @@ import numpy as np
 
 from dsnet.core.fsutil import atomic_write_json, atomic_write_text
 from dsnet.data.classes import CLASS_NAMES
-from dsnet.data.contract import VERTEBRAE, DataDir
+from dsnet.data.contract import DataDir
+from dsnet.data.dxa import VERTEBRAE
 from dsnet.io import read_slice
 from dsnet.models.hu_baseline import trabecular_mean_hu
 

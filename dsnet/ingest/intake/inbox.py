@@ -98,6 +98,8 @@ def open_inbox(uri: str) -> LocalInbox | S3Inbox:
             raise InputError(uri, "an S3 inbox needs a bucket: s3://bucket/prefix")
         return S3Inbox(uri, bucket, prefix.strip("/"))
     root = Path(uri.removeprefix("file://"))
+    if root.exists() and not root.is_dir():
+        raise InputError(uri, "is a file; the inbox is a folder of batch folders")
     if not root.is_dir():
         raise InputError(uri, "inbox folder not found")
     return LocalInbox(root)

@@ -46,6 +46,7 @@ from dsnet.core.fsutil import atomic_write_text
 from dsnet.data import contract, files
 from dsnet.data.classes import CATEGORIES
 from dsnet.data.contract import DataDir, load_data_dir
+from dsnet.data.dxa import DXA_COLUMNS, DXA_FILE
 from dsnet.data.split import read_split
 
 SOURCES_FILE = "sources.csv"
@@ -140,7 +141,8 @@ def merge_batch(
     conflicts = conflicting_patients(new.dxa, curated_dxa)
     merge = Merge(data=new)
     for patient, reason in conflicts.items():
-        merge.rejected.append({"source": f"T-scores of {patient}", "reason": reason})
+        item = f"{DXA_FILE} rows of {patient}"
+        merge.rejected.append({"source": item, "reason": reason})
     chosen: list[tuple[dict[str, Any], dict[str, str]]] = []
     in_batch: dict[str, str] = {}
     for image in new.images:
@@ -199,7 +201,7 @@ def merge_batch(
             dxa.setdefault((patient, vertebra), t)
     coco = {"images": images, "annotations": annotations, "categories": CATEGORIES}
     atomic_write_text(out_dir / contract.ANNOTATIONS_FILE, json.dumps(coco, indent=1) + "\n")
-    atomic_write_text(out_dir / contract.DXA_FILE, dxa_csv_text(dxa))
+    atomic_write_text(out_dir / DXA_FILE, dxa_csv_text(dxa))
     atomic_write_text(out_dir / SOURCES_FILE, sources_csv_text(sources))
     merge.data, merge.sources = load_data_dir(out_dir), sources
     return merge
@@ -254,7 +256,7 @@ def dxa_csv_text(dxa: dict[tuple[str, str], float]) -> str:
     """dxa.csv text, rows sorted by patient and vertebra, T-scores written exactly."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(contract.DXA_COLUMNS)
+    writer.writerow(DXA_COLUMNS)
     writer.writerows((p, v, repr(t)) for (p, v), t in sorted(dxa.items()))
     return buffer.getvalue()
 

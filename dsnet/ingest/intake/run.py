@@ -52,8 +52,9 @@ from dsnet.ingest.intake.inbox import (
 )
 from dsnet.ingest.intake.merge import SPLIT_FILE, load_curated, merge_batch
 from dsnet.ingest.intake.versioning import DataRepo
-from dsnet.ingest.sources import read_source, resolve_key
-from dsnet.ingest.write import Redactor, write_intake
+from dsnet.ingest.sources import STRUCTURAL_ITEMS, read_source, report_redactor, resolve_key
+from dsnet.ingest.write import write_intake
+from dsnet.io.redact import Redactor, batch_ref, source_ref
 from dsnet.tracking.runs import start_run
 
 BATCH_REPORT_FORMAT = "dsnet-intake-report/1"
@@ -191,9 +192,8 @@ def intake(
                 )
                 result.batches.append(outcome)
                 with tempfile.TemporaryDirectory(prefix="dsnet-intake-") as scratch:
-                    run.log_artifact(
-                        atomic_write_json(Path(scratch) / f"{batch}.json", report), "batches"
-                    )
+                    name = f"{report['batch']}.json"
+                    run.log_artifact(atomic_write_json(Path(scratch) / name, report), "batches")
             result.data_version = repo.head_version()
             result.tag = repo.version_tag(result.data_version)
             run.set_tags(
@@ -233,9 +233,10 @@ def intake_batch(
         The batch's result and its report (also written next to the moved batch).
 
     """
+    label = batch_ref(batch, key)
     report: dict[str, Any] = {
         "format": BATCH_REPORT_FORMAT,
-        "batch": batch,
+        "batch": label,
         "inbox": box.uri,
         "accepted": [],
         "duplicates": [],
@@ -246,29 +247,29 @@ def intake_batch(
     staging = repo.new_staging()
     try:
         with box.fetch(batch) as fetched:
-            report["rejected"] += [{"source": i, "reason": r} for i, r in fetched.unusable]
+            redact = Redactor(key, source=fetched.folder, structural=STRUCTURAL_ITEMS)
+            report["rejected"] += [
+                {"source": source_ref(item, key), "reason": r} for item, r in fetched.unusable
+            ]
             try:
                 found = read_source(batch_source(fetched.folder), key)
             except InputError as exc:
-                reason = exc.reason.replace(str(fetched.folder), batch)
-                report["rejected"].append(
-                    {"source": _relative(exc.path, fetched.folder), "reason": reason}
-                )
+                source = _relative(exc.path, fetched.folder)
+                report["rejected"].append(redact.entry({"source": source, "reason": exc.reason}))
                 return _finish(box, batch, REJECTED, report)
-            redact = Redactor(found.patient_ids, found.patient_names, key)
+            redact = report_redactor(found, key)
             report["source_form"] = found.form
             report["rejected"] += [
-                {"source": redact(item), "reason": redact(reason)}
-                for item, reason in found.rejected
+                redact.entry({"source": item, "reason": reason}) for item, reason in found.rejected
             ]
             if not found.records:
                 return _finish(box, batch, REJECTED, report)
             written = write_intake(found, staging.with_name("batch"), key)
         curated = load_curated(repo.target)
-        merged = merge_batch(curated, staging.with_name("batch"), written, staging, batch)
-        report["accepted"] = [{k: redact(v) for k, v in e.items()} for e in merged.added]
-        report["duplicates"] = [{k: redact(v) for k, v in e.items()} for e in merged.duplicates]
-        report["rejected"] += [{k: redact(v) for k, v in e.items()} for e in merged.rejected]
+        merged = merge_batch(curated, staging.with_name("batch"), written, staging, label)
+        report["accepted"] = [redact.entry(e) for e in merged.added]
+        report["duplicates"] = [redact.entry(e) for e in merged.duplicates]
+        report["rejected"] += [redact.entry(e) for e in merged.rejected]
         if not merged.added:
             return _finish(box, batch, PROCESSED if merged.duplicates else REJECTED, report)
 
@@ -288,7 +289,7 @@ def intake_batch(
             atomic_write_json(report_dir / BATCH_REPORT, _with_summary(report))
             totals = data_report["totals"]
             message = (
-                f"intake {batch}: {tag} {version}\n\n"
+                f"intake {label}: {tag} {version}\n\n"
                 f"{len(merged.added)} slices added, {len(merged.duplicates)} duplicates, "
                 f"{len(report['rejected'])} rejected; now {totals['slices']} slices of "
                 f"{totals['patients']} patients"

@@ -29,9 +29,14 @@ def model_name(params: Mapping[str, Any]) -> str:
     return str(section(params, "register").get("model_name") or "dsnet")
 
 
-def client() -> Any:
-    """Return an ``MlflowClient`` on the configured tracking/registry URI."""
-    configure_mlflow()
+def client(must_exist: bool = False) -> Any:
+    """Return an ``MlflowClient`` on the configured tracking/registry URI.
+
+    Args:
+        must_exist: Refuse a SQLite store that does not exist (review commands).
+
+    """
+    configure_mlflow(must_exist)
     return mlflow.MlflowClient()
 
 

@@ -26,8 +26,9 @@ def list_versions(name: str) -> list[dict[str, Any]]:
         ``data_version``, ``aliases``, ``gate``, ``created`` (ISO, UTC), ``promoted_at``.
 
     """
-    mlflow_client = client()
-    aliases = aliases_by_version(mlflow_client, name) if _exists(mlflow_client, name) else {}
+    mlflow_client = client(must_exist=True)
+    check_registered(mlflow_client, name)
+    aliases = aliases_by_version(mlflow_client, name)
     rows = []
     for v in reversed(versions(mlflow_client, name)):
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC)
@@ -45,6 +46,17 @@ def list_versions(name: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def check_registered(mlflow_client: Any, name: str) -> None:
+    """Raise `InputError` naming ``--name`` and the registered models when `name` is none."""
+    if _exists(mlflow_client, name):
+        return
+    known = sorted(m.name for m in mlflow_client.search_registered_models())
+    raise InputError(
+        f"--name {name}",
+        f"no registered model of that name; registered: {', '.join(known) or 'none'}",
+    )
 
 
 def _exists(mlflow_client: Any, name: str) -> bool:
