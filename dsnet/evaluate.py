@@ -135,7 +135,7 @@ def run_test_set(
         model: Detector in eval mode on `device`.
         data: The `DataDir` (image paths and annotations).
         images: The test images' COCO records.
-        preprocess: The checkpoint's ``preprocess`` (spacing_mm, windows).
+        preprocess: The checkpoint's ``preprocess`` (spacing_mm, canvas_px, windows).
         device: torch device.
         warmup: Untimed forward passes on the first slice before timing starts.
         decision_threshold: Minimum score of an answer (for the HU in the answer's box).
@@ -151,13 +151,13 @@ def run_test_set(
     results = []
     for index, image in enumerate(images):
         ct = read_slice(data.image_path(image))
-        tensor, scale = model_input(ct, preprocess)
+        tensor, placement = model_input(ct, preprocess)
         if index == 0:
             for _ in range(max(0, int(warmup))):
-                detect(model, tensor, scale, ct.hu.shape, device)
+                detect(model, tensor, placement, device)
         synchronize(device)
         tick = time.perf_counter()
-        found: SliceDetections = detect(model, tensor, scale, ct.hu.shape, device)
+        found: SliceDetections = detect(model, tensor, placement, device)
         synchronize(device)
         seconds = time.perf_counter() - tick
         anns = data.annotations[image["id"]]

@@ -5,10 +5,14 @@
 overlay ``<stem>.png``, and for the whole run ``summary.json`` (every input file with
 status ok/error, reason and runtime, plus a per-patient grade) and ``report.md``.
 
-Coordinates: the detector sees the slice resampled to the checkpoint's canonical pixel
-spacing; its boxes are mapped back (`dsnet.io.boxes_to_original`) and clipped to the
-image, so every box written is ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the
-*original* DICOM pixel grid (x = column, y = row), whatever the input spacing or size.
+Coordinates: the detector sees the slice in the canonical frame of the checkpoint
+(`dsnet.io.canonical`: radiological display orientation from ImageOrientationPatient,
+``preprocess.spacing_mm`` pixels, a ``preprocess.canvas_px`` canvas); its boxes are mapped
+back exactly (`dsnet.io.CanonicalPlacement.canvas_to_stored`) and clipped to the image, so
+every box written is ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the *stored* DICOM
+pixel grid (x = column, y = row), whatever the input spacing, size or orientation. The
+overlay PNG shows the slice in the radiological frame (anterior up, patient right on the
+image's left) and says so.
 
 The inference helpers (`load_detector`, `model_input`, `detect`) are shared with
 `dsnet.evaluate` and `dsnet.bench.predict` so that all three run the same pipeline.
@@ -31,7 +35,7 @@ from dsnet.config import section
 from dsnet.data.classes import CLASS_NAMES
 from dsnet.errors import InputError
 from dsnet.fsutil import atomic_write_json
-from dsnet.io import CTSlice, boxes_to_original, read_slice, to_model_input
+from dsnet.io import CanonicalPlacement, CTSlice, read_slice, to_canonical
 
 DEFAULT_DECISION_THRESHOLD = 0.5
 """Detections scoring below this are not reported (``evaluate.decision_threshold``)."""
@@ -141,6 +145,10 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
         ``(model, checkpoint)``: the torchvision Faster R-CNN in eval mode on `device`,
         and the checkpoint dict (``preprocess``, ``categories``, ``model``, ``meta``).
 
+    Raises:
+        InputError: The checkpoint cannot be loaded (`dsnet.checkpoint.load_checkpoint`),
+            e.g. it predates the canonical frame.
+
     """
     from dsnet.checkpoint import load_checkpoint
 
@@ -150,36 +158,42 @@ def load_detector(model_path: str | PathLike[str], device: Any, score_threshold:
     return model, ckpt
 
 
-def model_input(ct: CTSlice, preprocess: Mapping[str, Any]) -> tuple[Any, tuple[float, float]]:
-    """Build the detector input of a slice, as in training (`dsnet.io.to_model_input`).
+def model_input(ct: CTSlice, preprocess: Mapping[str, Any]) -> tuple[Any, CanonicalPlacement]:
+    """Build the detector input of a slice, as in training (`dsnet.io.to_canonical`).
+
+    Args:
+        ct: The slice (its ``frame`` orients it).
+        preprocess: The checkpoint's ``preprocess`` (``spacing_mm``, ``canvas_px``,
+            ``windows``).
 
     Returns:
-        ``(image, scale)``: FloatTensor[3, H', W'] in [0, 1] at the canonical spacing, and
-        ``(sy, sx)`` original pixels per model pixel.
+        ``(image, placement)``: FloatTensor[3, canvas_px, canvas_px] in [0, 1] in the
+        canonical frame, and where the slice lies on the canvas.
 
     """
     import torch
 
-    image, scale = to_model_input(
-        ct.hu, ct.spacing, float(preprocess["spacing_mm"]), preprocess["windows"]
+    image, placement = to_canonical(
+        ct.hu,
+        ct.frame,
+        float(preprocess["spacing_mm"]),
+        int(preprocess["canvas_px"]),
+        preprocess["windows"],
     )
-    return torch.from_numpy(image), scale
+    return torch.from_numpy(image), placement
 
 
-def detect(
-    model: Any, image: Any, scale: tuple[float, float], shape: tuple[int, int], device: Any
-) -> SliceDetections:
-    """Run the detector on one model input and map its boxes to original pixels.
+def detect(model: Any, image: Any, placement: CanonicalPlacement, device: Any) -> SliceDetections:
+    """Run the detector on one model input and map its boxes to the stored pixel grid.
 
     Args:
         model: Faster R-CNN in eval mode on `device`.
-        image: FloatTensor[3, H', W'] (from `model_input`).
-        scale: ``(sy, sx)`` original pixels per model pixel.
-        shape: ``(H, W)`` of the original slice; boxes are clipped to ``[0, W] x [0, H]``.
+        image: FloatTensor[3, canvas_px, canvas_px] (from `model_input`).
+        placement: Where the slice lies on the canvas (from `model_input`).
         device: torch device of the model.
 
     Returns:
-        The slice's detections in original pixels, by descending score.
+        The slice's detections in stored pixels (clipped to the image), by descending score.
 
     """
     import torch
@@ -187,10 +201,7 @@ def detect(
     with torch.inference_mode():
         output = model([image.to(device)])[0]
     boxes = output["boxes"].detach().float().cpu().numpy().astype(np.float64)
-    boxes = boxes_to_original(boxes, scale)
-    height, width = shape
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0.0, float(width))
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0.0, float(height))
+    boxes = placement.canvas_to_stored(boxes)
     scores = output["scores"].detach().float().cpu().numpy().astype(np.float64)
     labels = output["labels"].detach().cpu().numpy().astype(np.int64)
     order = np.argsort(-scores, kind="stable")
@@ -418,8 +429,8 @@ def process_file(
     tick = time.perf_counter()
     try:
         ct = read_slice(file)
-        image, scale = model_input(ct, preprocess)
-        detections = detect(detector, image, scale, ct.hu.shape, device)
+        image, placement = model_input(ct, preprocess)
+        detections = detect(detector, image, placement, device)
         record = slice_record(ct, detections, settings["hu_thresholds"], settings["threshold"])
         render_overlay(ct, record, preprocess["windows"][0], out_dir / f"{stem}.png")
         record["runtime_s"] = round(time.perf_counter() - tick, 4)

@@ -153,7 +153,10 @@ def _train(
     precision = autocast_dtype(
         device, train_cfg.get("amp", False), train_cfg.get("cpu_bf16", False)
     )
-    cfg = model_config(model_params, num_classes=len(CATEGORIES) + 1)
+    from dsnet.data.dataset import Preprocess
+
+    canvas_px = Preprocess.from_params(preprocess).canvas_px
+    cfg = model_config(model_params, num_classes=len(CATEGORIES) + 1, canvas_px=canvas_px)
     paths = _output_paths(out_dir, plots_dir)
 
     seed_everything(seed)
