@@ -303,3 +303,30 @@ def test_detector_transform_scales_every_input_by_exactly_one(tmp_path):
         normalised = transform.normalize(image)
         assert batch.tensors.shape[-2:] == (192, 192)
         torch.testing.assert_close(batch.tensors[0], normalised, rtol=0, atol=1e-6)
+
+
+def test_pyfunc_maps_boxes_to_each_rows_own_grid():
+    """The MLflow pyfunc serves the same frame: a posterior-up HU row gets the flipped box."""
+    import pandas as pd
+
+    from dsnet.pyfunc import DSNetPyfunc
+
+    model = DSNetPyfunc()
+    model.threshold, model.device = 0.5, torch.device("cpu")
+    model.detector, model.checkpoint = KnownAnswerDetector(150.0, 450.0), {"preprocess": PREPROCESS}
+    ct = read_slice(CT_SMALL)
+    rows = pd.DataFrame(
+        {
+            "path": [str(CT_SMALL), None],
+            "hu": [None, ct.hu[::-1].tolist()],
+            "spacing": [None, list(ct.spacing)],
+            "orientation": [None, [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]],
+            "file": [None, "posterior-up"],
+        }
+    )
+    out = model.predict(None, rows)
+    assert list(out["file"]) == [str(CT_SMALL), "posterior-up"]
+    plain, flipped = out[["x1", "y1", "x2", "y2"]].to_numpy()
+    np.testing.assert_allclose(
+        flipped, [plain[0], 128 - plain[3], plain[2], 128 - plain[1]], atol=1e-4
+    )
