@@ -175,9 +175,9 @@ def run_test_set(
             SliceResult(
                 image=image,
                 detections=detections,
-                gt_mean_hu=np.array([box_mean_hu(ct.hu, b) for b in gt_boxes]),
+                gt_mean_hu=np.array([box_mean_hu(ct, b) for b in gt_boxes]),
                 pred_mean_hu=np.array(
-                    [box_mean_hu(ct.hu, found.boxes[i]) if i >= 0 else math.nan for i in answer]
+                    [box_mean_hu(ct, found.boxes[i]) if i >= 0 else math.nan for i in answer]
                 ),
                 seconds=seconds,
             )

@@ -258,12 +258,15 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     return stems
 
 
-def box_mean_hu(hu: np.ndarray, box_xyxy: Sequence[float]) -> float:
+def box_mean_hu(ct: CTSlice, box_xyxy: Sequence[float]) -> float:
     """Trabecular mean HU of a box (`dsnet.data.hu_baseline`), ``nan`` for an empty box.
 
+    The ROI is placed in the radiological display frame (its anterior shift needs anterior
+    up), whatever the slice's storage.
+
     Args:
-        hu: float [H, W] Hounsfield units.
-        box_xyxy: (x1, y1, x2, y2) in pixel-edge coordinates of `hu`.
+        ct: The slice.
+        box_xyxy: (x1, y1, x2, y2) in pixel-edge coordinates of the stored grid.
 
     Returns:
         The mean HU of the box's trabecular ROI, or ``nan`` when the box has no area
@@ -272,8 +275,10 @@ def box_mean_hu(hu: np.ndarray, box_xyxy: Sequence[float]) -> float:
     """
     from dsnet.data.hu_baseline import trabecular_mean_hu
 
+    frame = ct.frame
+    box = frame.boxes_to_display(np.asarray(box_xyxy, dtype=np.float64))[0]
     try:
-        return trabecular_mean_hu(hu, box_xyxy)
+        return trabecular_mean_hu(frame.to_display(ct.hu), box)
     except ValueError:
         return math.nan
 
@@ -296,7 +301,7 @@ def slice_record(
     for box, label, score in zip(
         detections.boxes, detections.labels, detections.scores, strict=True
     ):
-        mean_hu = box_mean_hu(ct.hu, box)
+        mean_hu = box_mean_hu(ct, box)
         hu_label = (
             CLASS_NAMES[classify_hu(mean_hu, tuple(hu_thresholds))]
             if math.isfinite(mean_hu)

@@ -135,7 +135,7 @@ def render_overlay(
 
     panel_x = size[0] + 10
     if pairs:
-        roi = frame.to_display(roi_mask(ct.hu, pairs[0][0]["box"]))
+        roi = roi_mask(hu, boxes[0])  # the ROI of box_mean_hu: placed in the display frame
         view, (left, top, factor) = _zoomed_view(grey, roi, boxes[0], PANEL_PX - 20)
         canvas.paste(view, (panel_x, HEADER_PX + 10))
         for index, (det, _) in reversed(list(enumerate(pairs))):
