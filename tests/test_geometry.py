@@ -219,12 +219,13 @@ def test_ct_small_restored_in_every_storage_maps_to_the_same_patient_box(tmp_pat
 
 
 def test_oblique_slice_is_refused_with_one_line_naming_the_file(tmp_path):
-    tilt = np.radians(15.0)
+    turn = np.radians(15.0)  # an oblique reformat: pixel axes rotated 15° about z
+    cos, sin = float(np.cos(turn)), float(np.sin(turn))
     path = write_slice(
-        tmp_path / "tilted.dcm",
+        tmp_path / "oblique.dcm",
         read_slice(CT_SMALL).hu,
         "1CT1",
-        ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, float(np.cos(tilt)), float(-np.sin(tilt))],
+        ImageOrientationPatient=[cos, sin, 0.0, -sin, cos, 0.0],
     )
     with pytest.raises(InputError) as caught:
         read_slice(path)
@@ -242,6 +243,18 @@ def test_oblique_slice_is_refused_with_one_line_naming_the_file(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and str(path) in errors[0] and "oblique" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_gantry_tilt_is_accepted_up_to_30_degrees(tmp_path):
+    """A tilt about the patient's left-right axis is how CT cuts parallel to the discs."""
+    real = pydicom.data.get_testdata_file("J2K_pixelrep_mismatch.dcm")  # a real 22° tilt
+    assert read_slice(real).frame.is_identity
+    steep = np.radians(35.0)
+    path = write_slice(tmp_path / "steep.dcm", read_slice(CT_SMALL).hu, "1CT1",
+                       ImageOrientationPatient=[1.0, 0.0, 0.0, 0.0, float(np.cos(steep)),
+                                                float(-np.sin(steep))])  # fmt: skip
+    with pytest.raises(InputError, match="gantry tilt is 35.0°"):
+        read_slice(path)
 
 
 def test_sagittal_slice_is_refused_as_not_axial(tmp_path):

@@ -60,8 +60,8 @@ def test_groups_by_series_orders_by_position_and_reports_junk(tmp_path):
 
 
 def test_orders_along_the_normal_of_tilted_slices(tmp_path):
-    # Gantry tilt of 4° (within the oblique tolerance): normal = row x col = (0, 0.0698, 0.9976).
-    orientation = (1.0, 0.0, 0.0, 0.0, 0.9976, -0.0698)
+    # Gantry tilt: normal = row x col = (0, 0.3746, 0.9272) for the orientation below.
+    orientation = (1.0, 0.0, 0.0, 0.0, 0.9272, -0.3746)
     normal = np.cross(orientation[:3], orientation[3:])
     for instance, step in enumerate([2, 0, 1], start=1):
         ds = sample_ct()

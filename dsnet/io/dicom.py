@@ -135,8 +135,9 @@ def read_slice(path: str | os.PathLike[str]) -> CTSlice:
             truncated, not modality CT, has no PixelData, is multi-frame or colour,
             lacks RescaleSlope/RescaleIntercept (Type 1 in the CT Image module, so
             required here), has a missing or absurd PixelSpacing (<= 0 or > 5 mm), is
-            oblique or not axial (ImageOrientationPatient further than
-            `dsnet.io.geometry.OBLIQUE_TOLERANCE_DEG` from the patient axes), or its pixel
+            oblique or not axial (ImageOrientationPatient rotated in plane by more than
+            `dsnet.io.geometry.OBLIQUE_TOLERANCE_DEG`, or tilted by more than
+            `dsnet.io.geometry.MAX_GANTRY_TILT_DEG` about the patient x axis), or its pixel
             data cannot be decoded (the transfer syntax is named).
 
     """

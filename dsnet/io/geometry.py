@@ -11,10 +11,17 @@ The *display frame* is the radiological convention for an axial slice: display r
 anterior to posterior (+y down the image, anterior at the top) and display columns run
 from the patient's right to their left (+x across, patient right on the image's left).
 Any axial storage - supine or prone, head or feet first, flipped or transposed - is one of
-8 axis permutations/flips of it, found from ImageOrientationPatient: each cosine must lie
-within `OBLIQUE_TOLERANCE_DEG` of the patient x or y axis, otherwise the slice is refused
-(`InputError` naming the file). Within the tolerance the small tilt is ignored: at 5° the
-in-plane distances change by at most 0.4 %.
+8 axis permutations/flips of it, found from ImageOrientationPatient. Accepted slices:
+
+- the cosine closest to the patient x axis lies within `OBLIQUE_TOLERANCE_DEG` (5°) of it;
+- the other one lies, seen from the head (projected on the axial x-y plane), within 5° of
+  the y axis, and leaves that plane by at most `MAX_GANTRY_TILT_DEG` (30°): a *gantry
+  tilt*, the rotation about the patient's left-right axis that CT scanners use to cut
+  parallel to the discs. The tilted slice is used in its own plane, as the scanner
+  reconstructed it.
+
+Anything else - an in-plane rotation, a tilt about another axis, a steeper tilt, a
+sagittal or coronal slice - is refused (`InputError`, one line naming the file).
 
 Boxes and points use pixel-edge coordinates (pixel column j spans x in [j, j + 1)), so a
 flip maps x to ``W - x`` and the mapping is exact both ways.
@@ -31,7 +38,9 @@ import numpy as np
 from dsnet.errors import InputError
 
 OBLIQUE_TOLERANCE_DEG = 5.0
-"""Largest angle between a direction cosine and its patient axis (x or y) accepted."""
+"""Largest in-plane rotation of the pixel axes (and tilt of the x cosine) accepted."""
+MAX_GANTRY_TILT_DEG = 30.0
+"""Largest gantry tilt (rotation about the patient x axis) accepted."""
 AXIS_NAMES = ("x (right-left)", "y (anterior-posterior)", "z (foot-head)")
 STANDARD_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 """ImageOrientationPatient of a slice stored in the display frame (the common axial)."""
@@ -175,27 +184,42 @@ def display_frame(
         The `DisplayFrame`.
 
     Raises:
-        InputError: (one line naming `source`) a cosine further than
-            `OBLIQUE_TOLERANCE_DEG` from every patient axis (oblique or tilted slice), a
-            cosine along z (not an axial slice), or degenerate cosines.
+        InputError: (one line naming `source`) an oblique slice (module docstring: in-plane
+            rotation or x-cosine tilt over `OBLIQUE_TOLERANCE_DEG`, gantry tilt over
+            `MAX_GANTRY_TILT_DEG`), a slice that is not axial, or degenerate cosines.
 
     """
     frame = DisplayFrame((int(shape[0]), int(shape[1])), (float(spacing[0]), float(spacing[1])))
     if orientation is None:
         return frame
-    row_axis, row_sign = _axis_of(orientation[:3], "row", orientation, source)
-    col_axis, col_sign = _axis_of(orientation[3:], "column", orientation, source)
-    if 2 in (row_axis, col_axis) or row_axis == col_axis:
+    row, col = (_unit(c, orientation, source) for c in (orientation[:3], orientation[3:]))
+    x_cosine, which = (row, "row") if abs(row[0]) >= abs(col[0]) else (col, "column")
+    other, other_name = (col, "column") if which == "row" else (row, "row")
+    x_angle = _degrees(abs(x_cosine[0]))
+    in_plane = math.degrees(math.atan2(abs(other[0]), abs(other[1])))
+    tilt = _degrees(math.hypot(other[0], other[1]))
+    if abs(other[1]) < abs(other[2]) or abs(x_cosine[0]) < abs(x_cosine[2]):
         raise InputError(
             source,
             f"ImageOrientationPatient {_cosines(orientation)} is not an axial slice "
-            f"(rows along {AXIS_NAMES[row_axis]}, columns along {AXIS_NAMES[col_axis]})",
+            f"(a pixel axis runs along {AXIS_NAMES[2]})",
         )
-    if row_axis == 0:  # stored columns run along x: no transpose
-        return DisplayFrame(
-            frame.stored_shape, frame.stored_spacing, False, col_sign < 0, row_sign < 0
-        )
-    return DisplayFrame(frame.stored_shape, frame.stored_spacing, True, row_sign < 0, col_sign < 0)
+    for angle, limit, what in (
+        (x_angle, OBLIQUE_TOLERANCE_DEG, f"its {which} cosine is {x_angle:.1f}° off x"),
+        (in_plane, OBLIQUE_TOLERANCE_DEG, f"it is rotated {in_plane:.1f}° in plane"),
+        (tilt, MAX_GANTRY_TILT_DEG, f"its gantry tilt is {tilt:.1f}°"),
+    ):
+        if angle > limit:
+            raise InputError(
+                source,
+                f"oblique slice: ImageOrientationPatient {_cosines(orientation)}: {what} "
+                f"(accepted: {OBLIQUE_TOLERANCE_DEG:g}° in plane, gantry tilt up to "
+                f"{MAX_GANTRY_TILT_DEG:g}°); only axial slices are supported",
+            )
+    x_sign, y_sign = float(np.sign(x_cosine[0])), float(np.sign(other[1]))
+    if which == "row":  # stored columns run along x: no transpose
+        return DisplayFrame(frame.stored_shape, frame.stored_spacing, False, y_sign < 0, x_sign < 0)
+    return DisplayFrame(frame.stored_shape, frame.stored_spacing, True, y_sign < 0, x_sign < 0)
 
 
 def storage_frames(shape: tuple[int, int], spacing: tuple[float, float]) -> list[DisplayFrame]:
@@ -250,25 +274,18 @@ def patient_points(
     )
 
 
-def _axis_of(
-    cosine: Sequence[float], which: str, orientation: Sequence[float], source: object
-) -> tuple[int, float]:
-    """(patient axis 0/1/2, sign) of a direction cosine within the oblique tolerance."""
+def _unit(cosine: Sequence[float], orientation: Sequence[float], source: object) -> np.ndarray:
+    """A direction cosine scaled to unit length (InputError when it has none)."""
     vector = np.asarray(cosine, dtype=np.float64)
     length = float(np.linalg.norm(vector))
     if not length > 0:
         raise InputError(source, f"ImageOrientationPatient {_cosines(orientation)} is degenerate")
-    vector = vector / length
-    axis = int(np.argmax(np.abs(vector)))
-    angle = math.degrees(math.acos(min(1.0, abs(float(vector[axis])))))
-    if angle > OBLIQUE_TOLERANCE_DEG:
-        raise InputError(
-            source,
-            f"oblique slice: ImageOrientationPatient {_cosines(orientation)} has its {which} "
-            f"cosine {angle:.1f}° off the patient axes (tolerance "
-            f"{OBLIQUE_TOLERANCE_DEG:g}°); only axial slices are supported",
-        )
-    return axis, float(np.sign(vector[axis]))
+    return vector / length
+
+
+def _degrees(cos: float) -> float:
+    """The angle (degrees) whose cosine is `cos` (clipped to [0, 1])."""
+    return math.degrees(math.acos(min(1.0, max(0.0, cos))))
 
 
 def _map_boxes(boxes_xyxy: np.ndarray, points: object) -> np.ndarray:
