@@ -296,7 +296,16 @@ def test_detector_transform_scales_every_input_by_exactly_one(tmp_path):
     inputs = []
     for params in (None, augment):
         dataset = CTDetectionDataset(data, data.patients(), PREPROCESS, params, seed=1)
-        inputs += [dataset[i][0] for i in range(len(dataset))]
+        for image, target in (dataset[i] for i in range(len(dataset))):
+            inputs.append(image)
+            x1, y1, x2, y2 = (int(round(float(v))) for v in target["boxes"][0])
+            inside = torch.zeros(image.shape[1:], dtype=torch.bool)
+            inside[y1:y2, x1:x2] = True
+            assert image[1][inside].mean() > 2 * image[1][~inside].mean()  # box on the bone
+    stored = {
+        tuple(pydicom.dcmread(data.image_path(im)).ImageOrientationPatient) for im in data.images
+    }
+    assert len(stored) == 2  # the two variant patients are stored in different orientations
     inputs += [
         model_input(read_slice(data.image_path(im)), PREPROCESS)[0]
         for im in data.images_of(data.patients())
