@@ -259,7 +259,7 @@ def evaluate_detector(
         model: Detector in eval mode on `device`: called with ``[FloatTensor[3, H', W']]``,
             it returns ``[{"boxes": float[N, 4] xyxy model pixels, "labels": int64[N],
             "scores": float[N]}]`` like torchvision's detectors.
-        preprocess: The checkpoint's ``preprocess`` (spacing_mm, windows).
+        preprocess: The checkpoint's ``preprocess`` (spacing_mm, canvas_px, windows).
         data: The `DataDir` holding the test patients.
         test_patients: Patient ids to evaluate (each must have slices in `data`).
         device: torch device of `model`.
