@@ -41,7 +41,7 @@ OTHER_COLOUR = (80, 160, 255)
 TEXT_GREY = (170, 170, 170)
 ROI_COLOUR = (0, 220, 255)
 DISCLAIMER = "Research prototype - not for diagnostic use"
-FRAME_NOTE = "radiological view: anterior up, patient right on image left"
+FRAME_NOTE = "radiological view: A up, patient R on image left"
 
 
 def _font(size: int):
