@@ -35,11 +35,10 @@ GIT_ENV = {
 }
 TINY = {
     "synth": {"patients": 6, "slices_per_vertebra": 1},
+    "preprocess": {"spacing_mm": 3.0, "canvas_px": 128},
     "model": {
         "backbone": "mobilenet_v3",
         "attention": "ds",
-        "min_size": 128,
-        "max_size": 128,
         "detector": {
             "box_batch_size_per_image": 32,
             "rpn_pre_nms_top_n_train": 100,

@@ -17,8 +17,8 @@ from dsnet.core.errors import InputError
 from dsnet.evaluation.ablate import CONFIGS, ablate, ablation_markdown, config_params, table_row
 
 TINY = {
-    "preprocess": {"spacing_mm": 3.0},
-    "model": {"min_size": 96, "max_size": 96, "weights": None},
+    "preprocess": {"spacing_mm": 4.0, "canvas_px": 96},
+    "model": {"weights": None},
     "train": {
         "device": "cpu", "epochs": 1, "batch_size": 4, "warmup_iters": 1, "lr_milestones": [],
         "amp": False, "workers": 0, "threads": 1,

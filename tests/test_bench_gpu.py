@@ -279,8 +279,7 @@ def test_train_params_set_channels_last_and_cudnn_benchmark(tmp_path, monkeypatc
     split = write_split(split_patients(load_data_dir(data), 0.34, seed=0), tmp_path / "s.json")
     overrides = [
         "model.backbone=mobilenet_v3",
-        "model.min_size=64",
-        "model.max_size=64",
+        "preprocess.canvas_px=64",
         "preprocess.spacing_mm=1.5",
         "train.device=cpu",
         "train.batch_size=2",

@@ -25,11 +25,9 @@ MODEL = {
     "backbone": "resnet50",
     "attention": "ds",
     "ds_residual": True,
-    "min_size": 64,
-    "max_size": 64,
     "detector": {"box_score_thresh": 0.0, "box_detections_per_img": 5},
 }
-PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
+PREPROCESS = {"spacing_mm": 1.5, "canvas_px": 64, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
 
 
 def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
@@ -45,7 +43,7 @@ def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
-    cfg = model_config(MODEL, num_classes=4)
+    cfg = model_config(MODEL, num_classes=4, canvas_px=64)
     model = _trained_like(build_model(cfg)).eval()
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     meta = {"epochs": 3, "seed": 0, "device": "cpu", "train_seconds": 1.5}
@@ -88,23 +86,26 @@ def test_file_is_a_plain_weights_only_dict(saved):
 
 
 def test_model_config_keeps_architecture_only():
-    cfg = model_config({**MODEL, "weights": "/some/coco.pth"}, num_classes=4)
+    cfg = model_config({**MODEL, "weights": "/some/coco.pth"}, num_classes=4, canvas_px=64)
     assert "weights" not in cfg
     assert cfg["num_classes"] == 4
     with pytest.raises(InputError, match="missing key.*backbone"):
-        model_config({"attention": "ds"}, num_classes=4)
+        model_config({"attention": "ds"}, num_classes=4, canvas_px=64)
+    assert cfg["min_size"] == cfg["max_size"] == 64  # the detector never resizes the canvas
+    with pytest.raises(InputError, match="model.min_size.*canvas_px"):
+        model_config({**MODEL, "min_size": 64}, num_classes=4, canvas_px=64)
 
 
 def test_anchor_sizes_reach_the_rpn_of_every_backbone():
     sizes = [16, 32, 64, 128, 256]
-    model = build_model(model_config({**MODEL, "anchor_sizes": sizes}, num_classes=4))
+    model = build_model(model_config({**MODEL, "anchor_sizes": sizes}, num_classes=4, canvas_px=64))
     assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
     assert model.rpn.head.cls_logits.out_channels == 3  # three aspect ratios per position
-    default = build_model(model_config(MODEL, num_classes=4))
+    default = build_model(model_config(MODEL, num_classes=4, canvas_px=64))
     assert default.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
     for backbone, maps in (("mobilenet_v3", 3), ("vgg16", 1)):
         other = build_model(
-            model_config({**MODEL, "backbone": backbone, "anchor_sizes": sizes}, 4)
+            model_config({**MODEL, "backbone": backbone, "anchor_sizes": sizes}, 4, 64)
         ).eval()
         assert other.rpn.anchor_generator.sizes == (tuple(sizes),) * maps
         assert other.rpn.head.cls_logits.out_channels == 15
@@ -114,7 +115,9 @@ def test_anchor_sizes_reach_the_rpn_of_every_backbone():
 
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3", "vgg16"])
 def test_feature_map_table_matches_the_backbones(backbone):
-    model = build_model(model_config({**MODEL, "backbone": backbone}, num_classes=4)).eval()
+    model = build_model(
+        model_config({**MODEL, "backbone": backbone}, num_classes=4, canvas_px=64)
+    ).eval()
     with torch.no_grad():
         maps = model.backbone(torch.zeros(1, 3, 64, 64))
     assert (len(maps) if isinstance(maps, dict) else 1) == FEATURE_MAPS[backbone]

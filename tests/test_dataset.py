@@ -11,11 +11,10 @@ from dsnet.core.errors import InputError
 from dsnet.data import augment as aug
 from dsnet.data.contract import load_data_dir
 from dsnet.data.dataset import CTDetectionDataset, collate, make_loader
-from dsnet.io import boxes_to_original
 
 torch.set_num_threads(1)
 
-PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
+PREPROCESS = {"spacing_mm": 1.5, "canvas_px": 64, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
 T_SCORES = {"P1": {"L1": 0.3, "L2": -1.6}, "P2": {"L1": -2.7, "L3": -2.0}}
 BONE = 0.2  # trabecular window (0..400 HU): > 80 HU is bone in the phantom (tissue 40)
 
@@ -39,13 +38,14 @@ def test_items_have_model_shapes_ranges_and_targets(data):
     ds = CTDetectionDataset(data, ["P1", "P2"], PREPROCESS)
     assert len(ds) == 8
     image, target = ds[0]
-    assert image.dtype == torch.float32 and image.shape == (3, 64, 64)  # 96 px at 1 mm -> 1.5 mm
+    assert image.dtype == torch.float32 and image.shape == (3, 64, 64)  # the 64 px canvas
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
     assert float(image.max()) == 1.0 and float(image.min()) == 0.0  # cortex and air saturate
     assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (1, 4)
     assert target["labels"].dtype == torch.int64
     assert target["image_id"] == data.images[0]["id"]
-    assert target["scale"] == pytest.approx((1.5, 1.5))
+    assert target["placement"].scale == pytest.approx((1.5, 1.5))  # 96 px at 1 mm -> 1.5 mm
+    assert target["placement"].offset == (0, 0)  # 64 px fill the canvas
     labels = [int(ds[i][1]["labels"][0]) for i in range(len(ds))]
     assert labels == [1, 1, 2, 2, 3, 3, 2, 2]
 
@@ -63,7 +63,7 @@ def test_boxes_map_to_the_bright_vertebral_body_and_back(data):
         assert share_inside > 0.6 and bone_outside < 0.1, (index, share_inside, bone_outside)
         ann = data.annotations[target["image_id"]][0]
         x, y, w, h = ann["bbox"]
-        back = boxes_to_original(target["boxes"].numpy(), target["scale"])
+        back = target["placement"].canvas_to_stored(target["boxes"].numpy())
         np.testing.assert_allclose(back[0], [x, y, x + w, y + h], rtol=1e-5)
 
 
@@ -152,7 +152,8 @@ def test_image_without_annotations_has_empty_targets(data):
     ("preprocess", "augment", "key"),
     [
         ({"spacing_mm": 0, "windows": [[0, 1]]}, None, "preprocess.spacing_mm"),
-        ({"spacing_mm": 1.5, "windows": [[400, 0]]}, None, "preprocess.windows"),
+        ({"spacing_mm": 1.5, "canvas_px": 64, "windows": [[400, 0]]}, None, "preprocess.windows"),
+        ({"spacing_mm": 1.5, "canvas_px": 100, "windows": [[0, 1]]}, None, "canvas_px.*32"),
         (PREPROCESS, {"vflip": 0.5}, "unknown key"),
         (PREPROCESS, {"hflip": 1.5}, "not a probability"),
         (PREPROCESS, {"scale": [1.2, 0.8]}, "0 < low <= high"),

@@ -54,9 +54,8 @@ torch.save(result.model.state_dict(), root / f"weights{rank}.pt")
 OVERRIDES = [
     "model.backbone=mobilenet_v3",
     "model.attention=ds",
-    "model.min_size=64",
-    "model.max_size=64",
     "preprocess.spacing_mm=1.5",
+    "preprocess.canvas_px=64",
     "train.device=cpu",
     "train.epochs=2",
     "train.batch_size=2",

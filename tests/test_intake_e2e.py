@@ -383,7 +383,8 @@ def test_the_pipeline_versions_the_inbox_first_and_trains_on_that_version(
     deliver(world, world.batches / "second", "b2")
     model_name = f"dsnet-intake-{world.prefix}"
     profile = {
-        "model": {"backbone": "mobilenet_v3", "attention": "ds", "min_size": 64, "max_size": 64},
+        "preprocess": {"spacing_mm": 6.0, "canvas_px": 64},
+        "model": {"backbone": "mobilenet_v3", "attention": "ds"},
         "train": {"device": "cpu", "batch_size": 2, "workers": 0, "threads": 1,
                   "warmup_iters": 2, "lr_milestones": [1], "epochs": 1},
         "evaluate": {"device": "cpu", "fps_warmup": 0},

@@ -2,9 +2,10 @@
 
 The detectors are oracles that read the ground truth of the data dir: they look the slice
 up by its model input (the exact pixels `evaluate` feeds them) and answer, at score 0.9,
-with a box and label that a rule of the test makes from its ground truth (in model pixels).
-They run through the same `evaluate_detector` as a checkpoint does (slice reading,
-resampling, box mapping back to original pixels, pycocotools AP, matching, patient grades).
+with a box and label that a rule of the test makes from its ground truth (in canvas pixels).
+They run through the same `evaluate_detector` as a checkpoint does (slice reading, the
+canonical frame, box mapping back to the stored grid, pycocotools AP, matching, patient
+grades).
 
 The data set is hand-made so that each expected value below is counted by hand (WHO
 classes: normal T > -1, osteopenia -2.5 < T <= -1, osteoporosis T <= -2.5; a patient's
@@ -37,7 +38,6 @@ from dsnet.data.contract import load_data_dir
 from dsnet.evaluation.scoring import evaluate_detector
 from dsnet.inference.detect import model_input
 from dsnet.io.dicom import read_slice
-from dsnet.io.transforms import boxes_to_model
 
 T_SCORES = {
     "PN": {"L1": 0.5, "L2": 0.0},
@@ -74,7 +74,7 @@ class Oracle:
         self.by_input: dict[str, dict[str, torch.Tensor]] = {}
         for image in data.images:
             ct = read_slice(data.image_path(image))
-            tensor, scale = model_input(ct, PREPROCESS)
+            tensor, placement = model_input(ct, PREPROCESS)
             labels, boxes = [], []
             for ann in data.annotations[image["id"]]:
                 label, box = answer(
@@ -88,7 +88,7 @@ class Oracle:
             key = self.key(tensor)
             assert key not in self.by_input, "two slices with the same pixels"
             self.by_input[key] = {
-                "boxes": torch.as_tensor(boxes_to_model(np.array(boxes), scale)).float(),
+                "boxes": torch.as_tensor(placement.stored_to_canvas(np.array(boxes))).float(),
                 "labels": torch.tensor(labels, dtype=torch.int64),
                 "scores": torch.full((len(labels),), 0.9),
             }
@@ -129,7 +129,7 @@ def off_the_body(label, box, height, width):
     return label, box - np.array([0.0, 0.3 * height, 0.0, 0.3 * height])
 
 
-def test_the_oracles_boxes_survive_the_trip_through_model_pixels(data):
+def test_the_oracles_boxes_survive_the_trip_through_canvas_pixels(data):
     oracle = Oracle(data, perfect)
     assert len(oracle.by_input) == 10
     # off_the_body really is off: IoU 0 with the ground truth, and inside the image

@@ -518,7 +518,8 @@ def test_refused_or_unreachable_server_exits_2_naming_the_host(kfp_api, tmp_path
 TINY = {
     "synth": {"patients": 4, "seed": 7, "slices_per_vertebra": 1},  # 2 train / 2 test patients
     "split": {"test_fraction": 0.5},
-    "model": {"backbone": "mobilenet_v3", "min_size": 128, "max_size": 128},
+    "preprocess": {"spacing_mm": 3.0, "canvas_px": 128},
+    "model": {"backbone": "mobilenet_v3"},
     "train": {"epochs": 1, "batch_size": 2, "workers": 0, "warmup_iters": 1, "lr_milestones": []},
     "evaluate": {"fps_warmup": 0},
     "register": {"min_map50": 0.0, "min_recall": 0.0, "min_acc": 0.0, "beat_hu_baseline": False},

@@ -99,17 +99,19 @@ class BrightRegionDetector(torch.nn.Module):
 
 
 def test_boxes_come_back_in_original_pixels_whatever_the_spacing(tmp_path):
-    # 200 x 300 slice at 0.6 x 0.9 mm: the model sees it at 1.5 mm, i.e. 80 x 180 pixels
+    # 200 x 300 slice at 0.6 x 0.9 mm: at 1.5 mm it is 80 x 180 pixels, on a 128 px canvas
+    # padded top and bottom, cropped left and right around the body (the block)
     hu = np.full((200, 300), -1000.0, np.float32)
     hu[50:110, 60:210] = 1500.0  # bright block: original box x 60..210, y 50..110
     path = write_slice(tmp_path / "slice.dcm", hu, "P1", spacing=(0.6, 0.9))
     ct = read_slice(path)
-    image, scale = model_input(ct, tiny.PREPROCESS)
-    assert tuple(image.shape) == (3, 80, 180)
-    assert scale == pytest.approx((2.5, 300 / 180))
+    image, placement = model_input(ct, tiny.PREPROCESS)
+    assert tuple(image.shape) == (3, 128, 128)
+    assert placement.scale == pytest.approx((2.5, 300 / 180))
+    assert placement.offset == (24, -17)  # (128 - 80) / 2; block centre x 135 * 0.6 = 81, - 64
 
-    found = detect(BrightRegionDetector(), image, scale, ct.hu.shape, torch.device("cpu"))
-    sy, sx = scale
+    found = detect(BrightRegionDetector(), image, placement, torch.device("cpu"))
+    sy, sx = placement.scale
     tolerance = np.array([sx, sy, sx, sy])  # one model pixel
     assert np.all(np.abs(found.boxes[0] - [60, 50, 210, 110]) <= tolerance)
 

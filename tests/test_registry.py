@@ -76,12 +76,14 @@ def checkpoints(tmp_path_factory):
         "backbone": "mobilenet_v3",
         "attention": "none",
         "ds_residual": True,
-        "min_size": 128,
-        "max_size": 128,
     }
-    config = model_config(model_params, num_classes=4)
+    config = model_config(model_params, num_classes=4, canvas_px=128)
     model = build_model(config)
-    preprocess = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
+    preprocess = {
+        "spacing_mm": 1.5,
+        "canvas_px": 128,
+        "windows": [[-200, 1200], [0, 400], [-160, 240]],
+    }
     paths = []
     for index in range(5):
         path = folder / f"model{index}" / "model.pt"

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-PREPROCESS = {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
+PREPROCESS = {"spacing_mm": 1.5, "canvas_px": 128, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
 """The ``preprocess`` section stored in the tiny checkpoints."""
 
 
@@ -30,10 +30,10 @@ def untrained_checkpoint(folder: Path, meta: Mapping[str, Any]) -> Path:
 
     torch.manual_seed(0)
     config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True,
-         "min_size": 128, "max_size": 128},
+        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True},
         num_classes=4,
-    )  # fmt: skip
+        canvas_px=PREPROCESS["canvas_px"],
+    )
     return save_checkpoint(folder / "model.pt", build_model(config), config, PREPROCESS, meta)
 
 

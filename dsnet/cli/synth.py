@@ -9,7 +9,7 @@ import typer
 
 from dsnet.cli.app import ParamsOption, SetOption, app, bench_app
 
-DEFAULT_SYNTH = {"patients": 60, "seed": 2022, "slices_per_vertebra": 2}
+DEFAULT_SYNTH = {"patients": 60, "seed": 2022, "slices_per_vertebra": 2, "variants": 0.5}
 
 PatientsOption = Annotated[
     int | None,
@@ -25,10 +25,18 @@ SlicesOption = Annotated[
         help="Axial slices through each of L1-L4 (default: synth.slices_per_vertebra).",
     ),
 ]
+VariantsOption = Annotated[
+    float | None,
+    typer.Option(
+        "--variants",
+        help="Fraction of patients scanned as variants: other matrices, spacings, small "
+        "fields of view, table heights, storage orientations (default: synth.variants).",
+    ),
+]
 
 
 def _synth_settings(
-    files: list[Path] | None, overrides: list[str] | None, **flags: int | None
+    files: list[Path] | None, overrides: list[str] | None, **flags: float | None
 ) -> dict[str, Any]:
     """The `synth` section (built-in defaults without a params file), then the CLI flags."""
     from dsnet.core.config import (  # lazy: fast `dsnet --help`
@@ -61,6 +69,7 @@ def synth_command(
     patients: PatientsOption = None,
     seed: SeedOption = None,
     slices_per_vertebra: SlicesOption = None,
+    variants: VariantsOption = None,
     params: ParamsOption = None,
     overrides: SetOption = None,
 ) -> None:
@@ -68,9 +77,20 @@ def synth_command(
     from dsnet.synth.generate import synthesize  # lazy: fast `dsnet --help`
 
     knobs = _synth_settings(
-        params, overrides, patients=patients, seed=seed, slices_per_vertebra=slices_per_vertebra
+        params,
+        overrides,
+        patients=patients,
+        seed=seed,
+        slices_per_vertebra=slices_per_vertebra,
+        variants=variants,
     )
-    summary = synthesize(out, knobs["patients"], knobs["seed"], knobs["slices_per_vertebra"])
+    summary = synthesize(
+        out,
+        knobs["patients"],
+        knobs["seed"],
+        knobs["slices_per_vertebra"],
+        float(knobs["variants"]),
+    )
     classes = ", ".join(f"{name} {count}" for name, count in summary.slice_classes.items())
     diagnoses = ", ".join(f"{name} {count}" for name, count in summary.patient_classes.items())
     typer.echo(

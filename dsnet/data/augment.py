@@ -8,7 +8,8 @@ Three, all optional, drawn once per item from a seeded generator:
 - ``intensity_jitter_hu``: a global HU offset, uniform in +-this, added to the slice before
   windowing. It mimics scanner calibration drift, the main nuisance in HU-based grading.
 - ``scale``: ``[low, high]`` zoom range; the slice is resampled to ``spacing_mm / zoom``
-  and centre-cropped or air-padded back to the un-zoomed size, boxes scaled with it.
+  onto the same canonical canvas (`dsnet.io.canonical`), boxes scaled with it and clipped
+  to the canvas (`clip_boxes`).
 
 Images here are numpy float32 [C, H, W]; boxes float32 [N, 4] (x1, y1, x2, y2) in
 pixel-edge coordinates of that image (pixel column j spans x in [j, j + 1)).
@@ -24,7 +25,6 @@ import numpy as np
 
 from dsnet.core.errors import InputError
 
-AIR_HU = -1000.0  # fill value of the padding a zoom-out adds
 PARAMS = "params train.augment"
 
 
@@ -90,41 +90,20 @@ def mirror(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(image[..., ::-1]), flipped
 
 
-def crop_or_pad(
-    image: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], fill: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centre-crop or pad `image` [C, H, W] to [C, *shape], moving and clipping the boxes.
+def clip_boxes(boxes: np.ndarray, canvas_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip boxes to a square canvas and drop those left with a side of 1 px or less.
 
     Args:
-        image: float32 [C, H, W].
-        boxes: float32 [N, 4] xyxy in `image` pixels.
-        shape: Target (H', W').
-        fill: [C] per-channel padding values.
+        boxes: [N, 4] xyxy in canvas pixels.
+        canvas_px: Canvas side.
 
     Returns:
-        (image [C, H', W'], boxes [M, 4] clipped to the new image, keep [N] bool): boxes
-        left with a side <= 1 px after clipping are dropped (`keep` marks the survivors).
+        (boxes [M, 4] float32 inside the canvas, keep [N] bool marking the survivors).
 
     """
-    channels, height, width = image.shape
-    out = np.empty((channels, *shape), dtype=image.dtype)
-    out[:] = fill.reshape(-1, 1, 1)
-    top, left = (height - shape[0]) // 2, (width - shape[1]) // 2  # < 0 means padding
-    src_y, dst_y = _overlap(top, height, shape[0])
-    src_x, dst_x = _overlap(left, width, shape[1])
-    out[:, dst_y, dst_x] = image[:, src_y, src_x]
-    moved = boxes - np.array([left, top, left, top], dtype=boxes.dtype)
-    moved[:, 0::2] = moved[:, 0::2].clip(0, shape[1])
-    moved[:, 1::2] = moved[:, 1::2].clip(0, shape[0])
-    keep = ((moved[:, 2] - moved[:, 0]) > 1) & ((moved[:, 3] - moved[:, 1]) > 1)
-    return out, moved[keep], keep
-
-
-def _overlap(offset: int, size: int, target: int) -> tuple[slice, slice]:
-    """Source and destination slices along one axis for a crop/pad starting at `offset`."""
-    start = max(offset, 0)
-    stop = min(offset + target, size)
-    return slice(start, stop), slice(start - offset, stop - offset)
+    clipped = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).clip(0.0, float(canvas_px))
+    keep = ((clipped[:, 2] - clipped[:, 0]) > 1) & ((clipped[:, 3] - clipped[:, 1]) > 1)
+    return clipped[keep], keep
 
 
 def _number(value: Any, key: str) -> float:

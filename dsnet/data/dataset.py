@@ -1,9 +1,12 @@
 """The torchvision detection dataset over a data dir, its collate function and loader.
 
 Each item is one slice: read with `dsnet.io.read_slice`, (training only) shifted by a
-global HU offset, turned into the model input by `dsnet.io.to_model_input` (resample to
-``preprocess.spacing_mm``, one channel per HU window in ``preprocess.windows``), then
-(training only) zoomed and mirrored, boxes following (`dsnet.data.augment`).
+global HU offset, turned into the model input by `dsnet.io.to_canonical` (radiological
+display frame, resampled to ``preprocess.spacing_mm``, placed on the
+``preprocess.canvas_px`` canvas, one channel per HU window in ``preprocess.windows``), the
+same code as evaluation and prediction; (training only) zoomed - resampled at
+``spacing_mm / zoom`` onto the same canvas - and mirrored, boxes following
+(`dsnet.data.augment`).
 
 Determinism and workers: the augmentation of item ``i`` is drawn from
 ``numpy.random.default_rng((seed, epoch, i))``, so it does not depend on the worker that
@@ -32,14 +35,16 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from dsnet.core.errors import InputError
 from dsnet.data import augment as aug
 from dsnet.data.contract import DataDir
-from dsnet.io import boxes_to_model, read_slice, resampled_shape, to_model_input, window
+from dsnet.io import read_slice, to_canonical
+from dsnet.io.canonical import check_canvas
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Validated ``preprocess`` params: canonical spacing (mm) and HU windows [(low, high)]."""
+    """Validated ``preprocess`` params: canonical spacing (mm), canvas side (px), HU windows."""
 
     spacing_mm: float
+    canvas_px: int
     windows: tuple[tuple[float, float], ...]
 
     @classmethod
@@ -50,6 +55,10 @@ class Preprocess:
             raise InputError(
                 "params preprocess.spacing_mm", f"{spacing!r} is not a positive number"
             )
+        try:
+            canvas = check_canvas(params.get("canvas_px"))
+        except ValueError as exc:
+            raise InputError("params preprocess.canvas_px", str(exc).split(": ", 1)[1]) from None
         windows = params.get("windows")
         try:
             pairs = tuple((float(low), float(high)) for low, high in windows)
@@ -61,7 +70,7 @@ class Preprocess:
             raise InputError(
                 "params preprocess.windows", f"{windows!r}: need low < high, >= 1 window"
             )
-        return cls(spacing_mm=float(spacing), windows=pairs)
+        return cls(spacing_mm=float(spacing), canvas_px=canvas, windows=pairs)
 
 
 @dataclass(frozen=True)
@@ -78,18 +87,19 @@ class CTDetectionDataset(Dataset):
     Args:
         data: The validated data dir.
         patient_ids: Patients whose slices to use (e.g. a side of split.json).
-        preprocess: params ``preprocess`` (``spacing_mm``, ``windows``).
+        preprocess: params ``preprocess`` (``spacing_mm``, ``canvas_px``, ``windows``).
         augment: params ``train.augment`` (``hflip``, ``intensity_jitter_hu``, ``scale``),
             or None for none (evaluation).
         seed: Seeds the augmentation draws.
 
     Items are ``(image, target)``:
-        image: FloatTensor [C, H, W] in [0, 1], C = number of windows, pixels of
-            ``spacing_mm`` (up to rounding of H and W).
-        target: ``boxes`` FloatTensor [N, 4] (x1, y1, x2, y2) in model pixels, ``labels``
+        image: FloatTensor [C, canvas_px, canvas_px] in [0, 1], C = number of windows, in
+            the radiological display frame at ``spacing_mm`` per pixel.
+        target: ``boxes`` FloatTensor [N, 4] (x1, y1, x2, y2) in canvas pixels, ``labels``
             Int64Tensor [N] (1 normal, 2 osteopenia, 3 osteoporosis), ``image_id`` int
-            (COCO image id), ``scale`` (sy, sx) original pixels per model pixel of the
-            resampling (`dsnet.io.boxes_to_original` with it inverts an un-augmented item).
+            (COCO image id), ``placement`` the item's `dsnet.io.CanonicalPlacement` (its
+            ``canvas_to_stored`` maps the canvas boxes of an un-mirrored item back to the
+            stored pixel grid; a zoom is part of its scale).
 
     """
 
@@ -106,10 +116,6 @@ class CTDetectionDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.entries = [_entry(data, image) for image in data.images_of(patient_ids)]
-        self._air = np.array(
-            [window(np.float32(aug.AIR_HU), low, high) for low, high in self.preprocess.windows],
-            dtype=np.float32,
-        )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -129,24 +135,23 @@ class CTDetectionDataset(Dataset):
         draw = aug.AugmentDraw()
         if self.augment is not None:
             draw = aug.draw(self.augment, np.random.default_rng((self.seed, self.epoch, index)))
-        spacing_mm, windows = self.preprocess.spacing_mm, self.preprocess.windows
-        base_shape = resampled_shape(ct.hu.shape, ct.spacing, spacing_mm)
-        scale = (ct.hu.shape[0] / base_shape[0], ct.hu.shape[1] / base_shape[1])
-        image, zoom_scale = to_model_input(
-            ct.hu + np.float32(draw.hu_offset), ct.spacing, spacing_mm / draw.zoom, windows
+        pre, frame = self.preprocess, ct.frame
+        image, placement = to_canonical(
+            ct.hu + np.float32(draw.hu_offset),
+            frame,
+            pre.spacing_mm / draw.zoom,
+            pre.canvas_px,
+            pre.windows,
         )
-        boxes = boxes_to_model(entry.boxes, zoom_scale).astype(np.float32)
-        labels = entry.labels
-        if image.shape[1:] != base_shape:
-            image, boxes, keep = aug.crop_or_pad(image, boxes, base_shape, self._air)
-            labels = labels[keep]
+        boxes, keep = aug.clip_boxes(placement.stored_to_canvas(entry.boxes), pre.canvas_px)
+        labels = entry.labels[keep]
         if draw.mirror:
             image, boxes = aug.mirror(image, boxes)
         target = {
-            "boxes": torch.from_numpy(boxes.reshape(-1, 4)),
+            "boxes": torch.from_numpy(boxes.astype(np.float32).reshape(-1, 4)),
             "labels": torch.from_numpy(labels.copy()),
             "image_id": entry.image_id,
-            "scale": scale,
+            "placement": placement,
         }
         return torch.from_numpy(image), target
 

@@ -31,10 +31,15 @@ from dsnet.evaluation.detection import (
     vertebra_labels_by_confidence,
     vertebra_mean_hu,
 )
-from dsnet.inference.detect import DEFAULT_DECISION_THRESHOLD, detect, model_input
+from dsnet.inference.detect import (
+    DEFAULT_DECISION_THRESHOLD,
+    detect,
+    model_input,
+    slice_box_mean_hu,
+)
 from dsnet.inference.results import SliceDetections
 from dsnet.io import read_slice
-from dsnet.models.hu_baseline import HU_THRESHOLDS, box_mean_hu, classify_hu
+from dsnet.models.hu_baseline import HU_THRESHOLDS, classify_hu
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def run_test_set(
         model: Detector in eval mode on `device`.
         data: The `DataDir` (image paths and annotations).
         images: The test images' COCO records.
-        preprocess: The checkpoint's ``preprocess`` (spacing_mm, windows).
+        preprocess: The checkpoint's ``preprocess`` (spacing_mm, canvas_px, windows).
         device: torch device.
         warmup: Untimed forward passes on the first slice before timing starts.
         decision_threshold: Minimum score of an answer (for the HU in the answer's box).
@@ -87,13 +92,13 @@ def run_test_set(
     results = []
     for index, image in enumerate(images):
         ct = read_slice(data.image_path(image))
-        tensor, scale = model_input(ct, preprocess)
+        tensor, placement = model_input(ct, preprocess)
         if index == 0:
             for _ in range(max(0, int(warmup))):
-                detect(model, tensor, scale, ct.hu.shape, device)
+                detect(model, tensor, placement, device)
         synchronize(device)
         tick = time.perf_counter()
-        found: SliceDetections = detect(model, tensor, scale, ct.hu.shape, device)
+        found: SliceDetections = detect(model, tensor, placement, device)
         synchronize(device)
         seconds = time.perf_counter() - tick
         anns = data.annotations[image["id"]]
@@ -112,9 +117,9 @@ def run_test_set(
             SliceResult(
                 image=image,
                 detections=detections,
-                gt_mean_hu=np.array([box_mean_hu(ct.hu, b) for b in gt_boxes]),
+                gt_mean_hu=np.array([slice_box_mean_hu(ct, b) for b in gt_boxes]),
                 pred_mean_hu=np.array(
-                    [box_mean_hu(ct.hu, found.boxes[i]) if i >= 0 else math.nan for i in answer]
+                    [slice_box_mean_hu(ct, found.boxes[i]) if i >= 0 else math.nan for i in answer]
                 ),
                 seconds=seconds,
             )
@@ -254,7 +259,7 @@ def evaluate_detector(
         model: Detector in eval mode on `device`: called with ``[FloatTensor[3, H', W']]``,
             it returns ``[{"boxes": float[N, 4] xyxy model pixels, "labels": int64[N],
             "scores": float[N]}]`` like torchvision's detectors.
-        preprocess: The checkpoint's ``preprocess`` (spacing_mm, windows).
+        preprocess: The checkpoint's ``preprocess`` (spacing_mm, canvas_px, windows).
         data: The `DataDir` holding the test patients.
         test_patients: Patient ids to evaluate (each must have slices in `data`).
         device: torch device of `model`.

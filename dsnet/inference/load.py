@@ -140,6 +140,10 @@ def load_detector(
         ``(model, checkpoint)``: the torchvision Faster R-CNN in eval mode on `device`,
         and the checkpoint dict (``preprocess``, ``categories``, ``model``, ``meta``).
 
+    Raises:
+        InputError: The checkpoint cannot be loaded
+            (`dsnet.models.checkpoint.load_checkpoint`), e.g. it predates the canonical frame.
+
     """
     model, ckpt = load_checkpoint(model_path, device)
     model.roi_heads.score_thresh = float(score_threshold)

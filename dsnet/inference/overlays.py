@@ -1,11 +1,13 @@
 """Human-readable prediction outputs: the per-slice overlay PNG and ``report.md``.
 
-The overlay shows the slice in a bone window, enlarged to at least `MIN_SIDE_PX` for
-reading, the `MAX_DRAWN` most confident detections boxed and numbered in the colour of
-their grade, a side panel with a zoomed view of the top box and, per drawn detection, its
-grade, score and trabecular mean HU with the HU-baseline class (the ROI where the HU was
-measured is outlined in cyan), and a header with the patient and the slice's grade (its
-most confident detection).
+The overlay shows the slice in a bone window in the radiological display frame (anterior
+at the top, patient right on the image's left, whatever the stored orientation; marked
+A/P/R/L and said in the header), enlarged to at least `MIN_SIDE_PX` for reading, the
+`MAX_DRAWN` most confident detections boxed and numbered in the colour of their grade, a
+side panel with a zoomed view of the top box and, per drawn detection, its grade, score
+and trabecular mean HU with the HU-baseline class (the ROI where the HU was measured is
+outlined in cyan), and a header with the patient and the slice's grade (its most
+confident detection).
 Drawn with Pillow, fast enough to keep the end-to-end prediction close to the bare model
 time (see ``dsnet bench predict``).
 """
@@ -39,10 +41,10 @@ OTHER_COLOUR = (80, 160, 255)
 TEXT_GREY = (170, 170, 170)
 ROI_COLOUR = (0, 220, 255)
 DISCLAIMER = "Research prototype - not for diagnostic use"
+FRAME_NOTE = "radiological view: A up, patient R on image left"
 
 
 def _font(size: int):
-
     return ImageFont.load_default(size=size)
 
 
@@ -88,9 +90,9 @@ def render_overlay(
     line per drawn detection (rank, grade, score, trabecular mean HU and HU class).
 
     Args:
-        ct: The slice (``hu`` float32 [H, W]).
-        record: The slice's prediction JSON (`dsnet.inference.predict.slice_record`): boxes in
-            original pixels, labels, scores and per-detection HU.
+        ct: The slice (``hu`` float32 [H, W] stored order; ``frame`` orients it).
+        record: The slice's prediction JSON (`dsnet.inference.predict.slice_record`): boxes
+            in stored pixels, labels, scores and per-detection HU.
         bone_window: (low, high) HU of the displayed window.
         out_png: Destination PNG (written atomically).
 
@@ -98,7 +100,10 @@ def render_overlay(
         `out_png`.
 
     """
-    grey = (window(ct.hu, float(bone_window[0]), float(bone_window[1])) * 255).astype(np.uint8)
+    frame = ct.frame
+    hu = frame.to_display(ct.hu)
+    grey = (window(hu, float(bone_window[0]), float(bone_window[1])) * 255).astype(np.uint8)
+    boxes = frame.boxes_to_display(np.array([d["box"] for d in record["detections"]]))
     height, width = grey.shape
     zoom = max(1.0, MIN_SIDE_PX / max(height, width))
     size = (round(width * zoom), round(height * zoom))
@@ -110,17 +115,17 @@ def render_overlay(
     pairs = list(zip(record["detections"], record["hu"]["detections"], strict=True))[:MAX_DRAWN]
     for rank, (det, _) in reversed(list(enumerate(pairs, start=1))):  # top one drawn last
         colour = GRADE_COLOURS.get(det["label"], OTHER_COLOUR)
-        x1, y1, x2, y2 = (v * zoom for v in det["box"])
+        x1, y1, x2, y2 = (v * zoom for v in boxes[rank - 1])
         draw.rectangle((x1, y1 + HEADER_PX, x2, y2 + HEADER_PX), outline=colour, width=2)
         draw.text((x1 + 3, y1 + HEADER_PX + 1), str(rank), fill=colour, font=small)
 
     panel_x = size[0] + 10
     if pairs:
-        roi = box_roi(ct.hu, pairs[0][0]["box"])
-        view, (left, top, factor) = _zoomed_view(grey, roi, pairs[0][0]["box"], PANEL_PX - 20)
+        roi = box_roi(hu, boxes[0])  # the ROI of box_mean_hu: placed in the display frame
+        view, (left, top, factor) = _zoomed_view(grey, roi, boxes[0], PANEL_PX - 20)
         canvas.paste(view, (panel_x, HEADER_PX + 10))
-        for det, _ in reversed(pairs):
-            x1, y1, x2, y2 = det["box"]
+        for index, (det, _) in reversed(list(enumerate(pairs))):
+            x1, y1, x2, y2 = boxes[index]
             corners = [(x1 - left) * factor, (y1 - top) * factor, (x2 - left) * factor,
                        (y2 - top) * factor]  # fmt: skip
             if corners[2] < 0 or corners[3] < 0 or min(corners[0], corners[1]) > PANEL_PX - 20:
@@ -151,8 +156,15 @@ def render_overlay(
     draw.text((6, 4), headline, fill=GRADE_COLOURS.get(grade, (255, 255, 255)), font=large)
     hidden = len(record["detections"]) - len(pairs)
     more = f"  |  {hidden} less confident boxes not drawn" if hidden > 0 else ""
-    subtitle = f"{Path(record['file']).name}{more}  |  {DISCLAIMER}"
+    subtitle = f"{Path(record['file']).name}{more}  |  {FRAME_NOTE}  |  {DISCLAIMER}"
     draw.text((6, 25), subtitle, fill=TEXT_GREY, font=small)
+    for text, (x, y) in (
+        ("A", (size[0] / 2, HEADER_PX + 2)),
+        ("P", (size[0] / 2, HEADER_PX + size[1] - 16)),
+        ("R", (4, HEADER_PX + size[1] / 2)),
+        ("L", (size[0] - 14, HEADER_PX + size[1] / 2)),
+    ):
+        draw.text((x, y), text, fill=(255, 255, 0), font=large)
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         canvas.save(tmp, format="PNG", compress_level=3)  # ~2.5x faster than 6, same size

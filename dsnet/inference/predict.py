@@ -5,10 +5,14 @@
 overlay ``<stem>.png``, and for the whole run ``summary.json`` (every input file with
 status ok/error, reason and runtime, plus a per-patient grade) and ``report.md``.
 
-Coordinates: the detector sees the slice resampled to the checkpoint's canonical pixel
-spacing; its boxes are mapped back (`dsnet.io.boxes_to_original`) and clipped to the
-image, so every box written is ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the
-*original* DICOM pixel grid (x = column, y = row), whatever the input spacing or size.
+Coordinates: the detector sees the slice in the canonical frame of the checkpoint
+(`dsnet.io.canonical`: radiological display orientation from ImageOrientationPatient,
+``preprocess.spacing_mm`` pixels, a ``preprocess.canvas_px`` canvas); its boxes are mapped
+back exactly (`dsnet.io.CanonicalPlacement.canvas_to_stored`) and clipped to the image, so
+every box written is ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the *stored* DICOM
+pixel grid (x = column, y = row), whatever the input spacing, size or orientation. The
+overlay PNG shows the slice in the radiological frame (anterior up, patient right on the
+image's left) and says so.
 
 The inference helpers (`load_detector`, `model_input`, `detect`) are shared with
 `dsnet.evaluation.evaluate` and `dsnet.bench.predict` so that all three run the same pipeline.
@@ -28,12 +32,12 @@ from dsnet.core.device import configure_backends, select_device
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.classes import CLASS_NAMES
-from dsnet.inference.detect import detect, inference_settings, model_input
+from dsnet.inference.detect import detect, inference_settings, model_input, slice_box_mean_hu
 from dsnet.inference.load import load_detector, resolve_model
 from dsnet.inference.overlays import render_overlay, write_report
 from dsnet.inference.results import FileResult, PredictSummary, SliceDetections
 from dsnet.io import CTSlice, read_slice
-from dsnet.models.hu_baseline import box_mean_hu, classify_hu
+from dsnet.models.hu_baseline import classify_hu
 
 SKIPPED_NAMES = frozenset({"DICOMDIR"})
 
@@ -110,7 +114,7 @@ def slice_record(
     for box, label, score in zip(
         detections.boxes, detections.labels, detections.scores, strict=True
     ):
-        mean_hu = box_mean_hu(ct.hu, box)
+        mean_hu = slice_box_mean_hu(ct, box)
         hu_class = classify_hu(mean_hu, tuple(hu_thresholds))
         hu_label = CLASS_NAMES[hu_class] if hu_class is not None else None
         dets.append(
@@ -228,8 +232,8 @@ def process_file(
     tick = time.perf_counter()
     try:
         ct = read_slice(file)
-        image, scale = model_input(ct, preprocess)
-        detections = detect(detector, image, scale, ct.hu.shape, device)
+        image, placement = model_input(ct, preprocess)
+        detections = detect(detector, image, placement, device)
         record = slice_record(ct, detections, settings["hu_thresholds"], settings["threshold"])
         render_overlay(ct, record, preprocess["windows"][0], out_dir / f"{stem}.png")
         record["runtime_s"] = round(time.perf_counter() - tick, 4)

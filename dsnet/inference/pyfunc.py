@@ -8,17 +8,20 @@ Input: a DataFrame with one row per CT slice, either
 
 - ``path``: a DICOM file readable by `dsnet.io.read_slice`, or
 - ``hu``: a 2-D array (list of rows) of Hounsfield units with ``spacing``: ``[row, col]``
-  pixel spacing in mm, and optionally ``file``: a name for the slice.
+  pixel spacing in mm, optionally ``orientation``: its ImageOrientationPatient (6 cosines;
+  absent: stored anterior-up, patient right on the left) and ``file``: a name for the slice.
 
 Output: the detections table, one row per detection (slices without detections add no
 row), sorted per slice by descending score::
 
-    file (str) | x1 | y1 | x2 | y2 (float, original pixel-edge coordinates, x = column)
+    file (str) | x1 | y1 | x2 | y2 (float, stored pixel-edge coordinates, x = column)
     | label (normal | osteopenia | osteoporosis) | score (float in [0, 1])
 
-Prediction goes through `dsnet.inference.predict` (`load_detector`, `model_input`, `detect`), the
-same code as ``dsnet predict`` and ``dsnet evaluate``. The inference parameter
-``score_threshold`` (default ``evaluate.decision_threshold``) drops weaker detections.
+Prediction goes through `dsnet.inference` (`load_detector`, `model_input`, `detect`), the
+same code as ``dsnet predict`` and ``dsnet evaluate``: the canonical frame of the
+checkpoint (`dsnet.io.canonical`), boxes mapped back to the row's own pixel grid. The
+inference parameter ``score_threshold`` (default ``evaluate.decision_threshold``) drops
+weaker detections.
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
 
         Args:
             context: The MLflow context (unused after loading).
-            model_input: DataFrame with ``path``, or ``hu`` + ``spacing`` (+ ``file``).
+            model_input: DataFrame with ``path``, or ``hu`` + ``spacing`` (+ ``orientation``,
+                ``file``).
             params: ``{"score_threshold": float}`` overriding the logged default.
 
         Returns:
@@ -101,8 +105,8 @@ class DSNetPyfunc(mlflow.pyfunc.PythonModel):
         rows = []
         for index, row in enumerate(model_input.to_dict("records")):
             ct = slice_from_row(row, index)
-            image, scale = to_input(ct, self.checkpoint["preprocess"])
-            found = detect(self.detector, image, scale, ct.hu.shape, self.device)
+            image, placement = to_input(ct, self.checkpoint["preprocess"])
+            found = detect(self.detector, image, placement, self.device)
             for box, label, score in zip(found.boxes, found.labels, found.scores, strict=True):
                 if score < threshold:
                     continue
@@ -129,12 +133,17 @@ def slice_from_row(row: Mapping[str, Any], index: int) -> Any:
     spacing = row.get("spacing")
     if hu.ndim != 2 or spacing is None or len(spacing) != 2:
         raise InputError(name, "'hu' must be a 2-D array with 'spacing' [row_mm, col_mm]")
+    orientation = row.get("orientation")
+    if isinstance(orientation, float):  # a missing cell in a DataFrame of mixed rows
+        orientation = None
+    if orientation is not None and len(orientation) != 6:
+        raise InputError(name, "'orientation' must hold 6 direction cosines")
     return CTSlice(
         path=Path(name),
         hu=hu,
         spacing=(float(spacing[0]), float(spacing[1])),
         position=None,
-        orientation=None,
+        orientation=None if orientation is None else tuple(float(v) for v in orientation),
         patient_id="",
         study_uid="",
         series_uid="",
@@ -145,12 +154,13 @@ def slice_from_row(row: Mapping[str, Any], index: int) -> Any:
 
 
 def signature() -> Any:
-    """Describe the I/O: optional ``path`` / ``hu`` + ``spacing`` + ``file`` in, detections out."""
+    """The I/O: ``path`` or ``hu`` + ``spacing`` (+ ``orientation``, ``file``) in; detections."""
     inputs = Schema(
         [
             ColSpec("string", "path", required=False),
             ColSpec(Array(Array("double")), "hu", required=False),
             ColSpec(Array("double"), "spacing", required=False),
+            ColSpec(Array("double"), "orientation", required=False),
             ColSpec("string", "file", required=False),
         ]
     )

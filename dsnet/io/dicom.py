@@ -26,6 +26,7 @@ from pydicom.valuerep import IS, DSfloat
 
 from dsnet.core.errors import InputError
 from dsnet.core.inputs import not_regular_reason
+from dsnet.io.geometry import DisplayFrame, display_frame
 
 MAX_PIXEL_SPACING_MM = 5.0
 """Largest in-plane pixel spacing accepted as an axial CT slice (mm)."""
@@ -71,9 +72,10 @@ class CTSlice:
 
     Attributes:
         path: The file it was read from.
-        hu: float32 [H, W] Hounsfield units, stored value * RescaleSlope + RescaleIntercept.
-            Row 0 is the first stored row (anterior for a standard axial slice), column 0
-            the first stored column (patient's right).
+        hu: float32 [H, W] Hounsfield units, stored value * RescaleSlope + RescaleIntercept,
+            in stored pixel order: row 0 is the first stored row, column 0 the first
+            stored column (anterior and patient right only for the standard orientation;
+            `frame` turns it into the radiological display frame).
         spacing: (row, col) pixel spacing in mm = PixelSpacing: distance between rows
             (vertical step) and between columns (horizontal step).
         position: ImagePositionPatient (x, y, z) mm of the centre of pixel [0, 0], or None.
@@ -111,6 +113,16 @@ class CTSlice:
         length = float(np.linalg.norm(normal))
         return normal / length if length > 0 else None
 
+    @property
+    def frame(self) -> DisplayFrame:
+        """How `hu` maps to the radiological display frame (`dsnet.io.geometry`).
+
+        Raises:
+            InputError: (naming `path`) an oblique or non-axial orientation.
+
+        """
+        return display_frame(self.orientation, self.spacing, self.hu.shape, self.path)
+
 
 def read_slice(path: str | os.PathLike[str]) -> CTSlice:
     """Read one CT slice file and convert its pixels to Hounsfield units.
@@ -125,16 +137,21 @@ def read_slice(path: str | os.PathLike[str]) -> CTSlice:
         InputError: (naming `path`, one line) when the file is missing, not DICOM,
             truncated, not modality CT, has no PixelData, is multi-frame or colour,
             lacks RescaleSlope/RescaleIntercept (Type 1 in the CT Image module, so
-            required here), has a missing or absurd PixelSpacing (<= 0 or > 5 mm), or
-            its pixel data cannot be decoded (the transfer syntax is named).
+            required here), has a missing or absurd PixelSpacing (<= 0 or > 5 mm), is
+            oblique or not axial (ImageOrientationPatient rotated in plane by more than
+            `dsnet.io.geometry.OBLIQUE_TOLERANCE_DEG`, or tilted by more than
+            `dsnet.io.geometry.MAX_GANTRY_TILT_DEG` about the patient x axis), or its pixel
+            data cannot be decoded (the transfer syntax is named).
 
     """
     path = Path(path)
     ds = _read_dataset(path)
     _check_ct_image(path, ds)
     spacing = _pixel_spacing(path, ds)
+    orientation = _float_tuple(ds.get("ImageOrientationPatient"), 6)
     slope, intercept = _rescale(path, ds)
     stored = _decode_pixels(path, ds)
+    display_frame(orientation, spacing, stored.shape, path)  # refuses oblique slices
     hu = apply_rescale(stored, ds).astype(np.float32, copy=False)
     _check_hu(path, hu, slope, intercept)
     return CTSlice(
@@ -142,7 +159,7 @@ def read_slice(path: str | os.PathLike[str]) -> CTSlice:
         hu=hu,
         spacing=spacing,
         position=_float_tuple(ds.get("ImagePositionPatient"), 3),
-        orientation=_float_tuple(ds.get("ImageOrientationPatient"), 6),
+        orientation=orientation,
         patient_id=str(ds.get("PatientID", "")),
         study_uid=str(ds.get("StudyInstanceUID", "")),
         series_uid=str(ds.get("SeriesInstanceUID", "")),

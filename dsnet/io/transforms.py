@@ -1,4 +1,4 @@
-"""HU windowing, resampling to a canonical pixel spacing, and the matching box mapping.
+"""HU windowing and resampling to a canonical pixel spacing (used by `dsnet.io.canonical`).
 
 Coordinate convention (shared with torchvision boxes): continuous pixel-edge
 coordinates. Pixel (row i, col j) covers x in [j, j + 1) and y in [i, i + 1); an image
@@ -12,16 +12,13 @@ Scale convention: `scale = (sy, sx)` is the number of *original* pixels per *mod
 so that the resampled image covers exactly the same field of view as the original
 (its pixels are `target_mm` wide up to the rounding of H' and W'). A point maps as
 
-    x_original = x_model * sx,   y_original = y_model * sy     (boxes_to_original)
-    x_model = x_original / sx,   y_model = y_original / sy     (boxes_to_model)
+    x_original = x_model * sx,   y_original = y_model * sy
 
-and the resampling samples model pixel centre (j + 0.5) at original position
-(j + 0.5) * sx, i.e. the same mapping (scipy's `grid_mode=True`).
+(`dsnet.io.canonical.CanonicalPlacement`) and the resampling samples model pixel centre
+(j + 0.5) at original position (j + 0.5) * sx, i.e. the same mapping (scipy's `grid_mode=True`).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -85,81 +82,6 @@ def resample(
     zoom = (out_shape[0] / hu.shape[0], out_shape[1] / hu.shape[1])
     image = ndimage.zoom(smoothed, zoom, order=1, mode="nearest", grid_mode=True)
     return image.astype(np.float32, copy=False), scale
-
-
-def to_model_input(
-    hu: np.ndarray,
-    spacing: tuple[float, float],
-    target_mm: float,
-    windows: Sequence[Sequence[float]],
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Build the detector input: resample the HU slice, then one channel per HU window.
-
-    Args:
-        hu: float [H, W] Hounsfield units.
-        spacing: (row, col) pixel spacing of `hu` in mm.
-        target_mm: Canonical pixel spacing (params `preprocess.spacing_mm`).
-        windows: [C] pairs (low, high) in HU (params `preprocess.windows`, C = 3).
-
-    Returns:
-        (image, scale): float32 [C, H', W'] in [0, 1], and scale (sy, sx) as `resample`.
-
-    """
-    if len(windows) == 0:
-        raise ValueError("at least one HU window is required")
-    resampled, scale = resample(hu, spacing, target_mm)
-    channels = [window(resampled, float(low), float(high)) for low, high in windows]
-    return np.stack(channels, axis=0), scale
-
-
-def boxes_to_original(boxes_xyxy: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """Map boxes from model (resampled) pixels to original pixels.
-
-    Args:
-        boxes_xyxy: [N, 4] (x1, y1, x2, y2) in model pixels (pixel-edge coordinates).
-        scale: (sy, sx) original pixels per model pixel, as returned by `resample`.
-
-    Returns:
-        [N, 4] boxes in original pixels: x * sx, y * sy (float dtype kept, else float64).
-
-    """
-    boxes = _as_boxes(boxes_xyxy)
-    return boxes * _box_factors(scale, boxes.dtype)
-
-
-def boxes_to_model(boxes_xyxy: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """Map boxes from original pixels to model (resampled) pixels; inverse of the above.
-
-    Args:
-        boxes_xyxy: [N, 4] (x1, y1, x2, y2) in original pixels (pixel-edge coordinates).
-        scale: (sy, sx) original pixels per model pixel, as returned by `resample`.
-
-    Returns:
-        [N, 4] boxes in model pixels: x / sx, y / sy (float dtype kept, else float64).
-
-    """
-    boxes = _as_boxes(boxes_xyxy)
-    return boxes / _box_factors(scale, boxes.dtype)
-
-
-def _as_boxes(boxes_xyxy: np.ndarray) -> np.ndarray:
-    """Boxes as a float [N, 4] array (floating dtypes kept, others made float64)."""
-    boxes = np.asarray(boxes_xyxy)
-    if not np.issubdtype(boxes.dtype, np.floating):
-        boxes = boxes.astype(np.float64)
-    if boxes.size == 0:
-        return boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape [N, 4], got {boxes.shape}")
-    return boxes
-
-
-def _box_factors(scale: tuple[float, float], dtype: np.dtype) -> np.ndarray:
-    """Return the per-coordinate factors (sx, sy, sx, sy) for xyxy boxes."""
-    sy, sx = (float(s) for s in scale)
-    if not (sy > 0 and sx > 0):
-        raise ValueError(f"scale must be positive, got {scale}")
-    return np.array([sx, sy, sx, sy], dtype=dtype)
 
 
 def _check_spacing(spacing: tuple[float, float], target_mm: float) -> None:

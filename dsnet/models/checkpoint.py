@@ -6,9 +6,10 @@ Format ``dsnet-checkpoint/1``, a plain dict that loads with
     {
         "format": "dsnet-checkpoint/1",
         "model": {"backbone", "attention", "num_classes", "ds_residual", "min_size",
-                  "max_size", "anchor_sizes": [one per feature map, or empty for the
-                  builder's], "detector": {extra FasterRCNN keyword arguments}},
-        "preprocess": {"spacing_mm", "windows"},     # how images were prepared
+                  "max_size" (both = preprocess.canvas_px: the detector never resizes),
+                  "anchor_sizes": [one per feature map, or empty for the builder's],
+                  "detector": {extra FasterRCNN keyword arguments}},
+        "preprocess": {"spacing_mm", "canvas_px", "windows"},  # the canonical frame
         "categories": [{"id": 1, "name": "normal"}, ...],
         "state_dict": {...},                          # CPU tensors
         "meta": {...},                                # epochs, seed, train time, device, ...
@@ -37,32 +38,46 @@ from dsnet.data.classes import CATEGORIES
 from dsnet.models import build_detector
 
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
-MODEL_KEYS = ("backbone", "attention", "ds_residual", "min_size", "max_size")
-PREPROCESS_KEYS = ("spacing_mm", "windows")
+MODEL_KEYS = ("backbone", "attention", "ds_residual")
+PREPROCESS_KEYS = ("spacing_mm", "canvas_px", "windows")
+RESIZE_KEYS = ("min_size", "max_size")
+"""torchvision's resize settings: set from ``preprocess.canvas_px``, never from params."""
 FEATURE_MAPS = {"resnet50": 5, "mobilenet_v3": 3, "vgg16": 1}
 """Feature maps each backbone of `dsnet.models` gives the RPN (FPN levels incl. pool)."""
 
 
-def model_config(model_params: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
+def model_config(
+    model_params: Mapping[str, Any], num_classes: int, canvas_px: int
+) -> dict[str, Any]:
     """Extract the architecture part of the ``model`` params section, as checkpoints store it.
 
     Args:
         model_params: The ``model`` section (``weights`` is an initialisation, not part
             of the architecture, and is left out).
         num_classes: Detector classes including background (4).
+        canvas_px: ``preprocess.canvas_px``; torchvision's ``min_size`` and ``max_size``
+            are set to it so that its transform scales every canvas by exactly 1.
 
     Returns:
         ``{backbone, attention, num_classes, ds_residual, min_size, max_size, detector,
         anchor_sizes}``.
 
     Raises:
-        InputError: A required key is missing.
+        InputError: A required key is missing, or ``min_size``/``max_size`` is given
+            (the canvas decides them).
 
     """
     missing = [key for key in MODEL_KEYS if key not in model_params]
     if missing:
         raise InputError("params.model", f"missing key(s): {', '.join(missing)}")
+    given = [key for key in RESIZE_KEYS if key in model_params]
+    if given:
+        raise InputError(
+            f"params model.{given[0]}",
+            "no longer a setting: the detector input is the preprocess.canvas_px canvas",
+        )
     config = {key: copy.deepcopy(model_params[key]) for key in MODEL_KEYS}
+    config["min_size"] = config["max_size"] = int(canvas_px)
     config["num_classes"] = int(num_classes)
     config["detector"] = dict(model_params.get("detector") or {})
     config["anchor_sizes"] = list(model_params.get("anchor_sizes") or [])
@@ -143,7 +158,7 @@ def save_checkpoint(
         model: The detector (a DistributedDataParallel wrapper is unwrapped).
         model_cfg: Its `model_config`.
         preprocess: The ``preprocess`` section used in training (``spacing_mm``,
-            ``windows``; other keys are kept too).
+            ``canvas_px``, ``windows``; other keys are kept too).
         meta: Provenance (epochs, seed, train time, device, ...); plain values only.
 
     Returns:
@@ -229,11 +244,13 @@ def load_checkpoint(
         ``meta``; ``state_dict`` on the CPU).
 
     Raises:
-        InputError: Unreadable file, wrong format, or weights that do not fit the
-            architecture the checkpoint describes.
+        InputError: Unreadable file, wrong format, a checkpoint without the canonical
+            frame (``preprocess.canvas_px``, detector sizes equal to it), or weights that
+            do not fit the architecture the checkpoint describes.
 
     """
     checkpoint = read_checkpoint(path)
+    _check_canonical_frame(path, checkpoint)
     model = build_model(checkpoint["model"])
     try:
         result = model.load_state_dict(checkpoint["state_dict"], strict=False)
@@ -252,3 +269,20 @@ def load_checkpoint(
         raise InputError(path, f"weights do not fit its model config: {'; '.join(problems)}")
     model.eval()
     return model.to(device), checkpoint
+
+
+def _check_canonical_frame(path: Path | str | os.PathLike[str], checkpoint: Mapping) -> None:
+    """Refuse a checkpoint whose detector would resize its input (older format)."""
+    preprocess, model = checkpoint["preprocess"], checkpoint["model"]
+    missing = [key for key in PREPROCESS_KEYS if key not in preprocess]
+    if missing:
+        raise InputError(
+            path, f"checkpoint predates the canonical frame (no preprocess.{missing[0]}); retrain"
+        )
+    canvas = int(preprocess["canvas_px"])
+    if not int(model.get("min_size", -1)) == int(model.get("max_size", -1)) == canvas:
+        raise InputError(
+            path,
+            f"detector sizes {model.get('min_size')}/{model.get('max_size')} differ from the "
+            f"canvas {canvas} px: its transform would rescale the input",
+        )

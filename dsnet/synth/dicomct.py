@@ -2,10 +2,16 @@
 
 The header carries what a viewer and `dsnet.io` need: patient, study, series and frame of
 reference modules with deterministic UIDs (``2.25.<UUID v5>`` of the generator seed and
-the entity, so the same seed gives the same bytes), image plane geometry (pixel spacing,
-``ImageOrientationPatient = [1, 0, 0, 0, 1, 0]``: rows run to the patient's left, columns
-posterior; ``ImagePositionPatient`` is the centre of the top-left pixel), and the CT image
+the entity, so the same seed gives the same bytes), image plane geometry, and the CT image
 module (16-bit signed stored values, ``HU = stored - 1024``).
+
+Geometry: the slice is rendered in the radiological display frame (rows anterior to
+posterior, columns from the patient's right to their left) around the field-of-view centre
+``fov_centre_xy``, and stored in one of the 8 flip/transpose orders
+(`dsnet.io.geometry.storage_frames`; the identity for the standard scan) with the tags that
+say so: Rows/Columns, PixelSpacing, ``ImageOrientationPatient`` (e.g. ``[1, 0, 0, 0, 1,
+0]`` for the display order, ``[1, 0, 0, 0, -1, 0]`` posterior up) and
+``ImagePositionPatient``, the centre of the first stored pixel.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from dsnet.io.geometry import DisplayFrame
 
 RESCALE_INTERCEPT = -1024
 MANUFACTURER = "DSNet-Ops synthetic"
@@ -57,6 +65,8 @@ class StudyInfo:
         slice_thickness: Slice thickness (mm).
         kernel: Reconstruction kernel name.
         table_height: Table height (mm).
+        fov_centre_xy: Patient (x, y) mm of the centre of the field of view.
+        storage: How the display-frame pixels are stored (None: as they are).
 
     """
 
@@ -70,6 +80,16 @@ class StudyInfo:
     slice_thickness: float
     kernel: str
     table_height: float
+    fov_centre_xy: tuple[float, float] = (0.0, 0.0)
+    storage: tuple[bool, bool, bool] | None = None
+
+    def frame(self, display_shape: tuple[int, int]) -> DisplayFrame:
+        """The stored grid of a display-frame slice of `display_shape` (square pixels)."""
+        transpose, flip_rows, flip_cols = self.storage or (False, False, False)
+        rows, cols = display_shape
+        stored_shape = (cols, rows) if transpose else (rows, cols)
+        spacing = (self.spacing, self.spacing)
+        return DisplayFrame(stored_shape, spacing, transpose, flip_rows, flip_cols)
 
 
 def ct_slice_dataset(
@@ -79,8 +99,8 @@ def ct_slice_dataset(
 
     Args:
         study: Patient and study identity.
-        stored: int16 [512, 512] stored pixel values (HU + 1024), row 0 anterior,
-            column 0 at the patient's right.
+        stored: int16 [H, W] pixel values (HU + 1024) in the display frame (row 0
+            anterior, column 0 at the patient's right); written in ``study.storage`` order.
         z: Table position of the slice (mm, patient z; larger is cranial).
         instance_number: 1-based position of the slice in its series (cranial first).
         image_key: Names the slice's content within the patient's study (with every
@@ -91,6 +111,9 @@ def ct_slice_dataset(
         A dataset ready for ``pydicom.dcmwrite(..., enforce_file_format=True)``.
 
     """
+    frame = study.frame(stored.shape)
+    display_rows, display_cols = stored.shape
+    stored = frame.to_stored(stored)
     rows, cols = stored.shape
     seed, pid = study.seed, study.patient_id
     sop_uid = synthetic_uid(seed, "image", pid, image_key)
@@ -141,9 +164,15 @@ def ct_slice_dataset(
     ds.SeriesNumber = 2
     ds.AcquisitionNumber = 1
     ds.InstanceNumber = instance_number
-    half = (cols - 1) / 2 * study.spacing
-    ds.ImagePositionPatient = [f"{-half:.4f}", f"{-half:.4f}", f"{z:.2f}"]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    cx, cy = study.fov_centre_xy
+    display_position = (
+        cx - (display_cols - 1) / 2 * study.spacing,
+        cy - (display_rows - 1) / 2 * study.spacing,
+        z,
+    )
+    x, y, _ = frame.stored_position(display_position)
+    ds.ImagePositionPatient = [f"{x:.4f}", f"{y:.4f}", f"{z:.2f}"]
+    ds.ImageOrientationPatient = [int(v) for v in frame.stored_orientation()]
     ds.FrameOfReferenceUID = synthetic_uid(seed, "frame", pid)
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = f"{z:.2f}"

@@ -9,6 +9,13 @@
                                                 density, cues, calibration); not part of
                                                 the data contract, for analysis only
 
+A fraction ``variants`` of the patients (drawn from their own seeded stream, so the others
+come out exactly as without variants) are *variant* scans (`dsnet.synth.phantom.
+sample_variant`): matrix 256 or 512, pixel spacing 0.5-1.0 mm, targeted small fields of
+view around the spine, other table heights, and stored in one of the 8 flip/transpose
+orders with the matching geometry tags (`dsnet.synth.dicomct`). Boxes in
+``annotations.json`` are on each file's *stored* pixel grid.
+
 Patients are generated one at a time and every slice is written as soon as it is
 rendered, so memory does not grow with the number of patients. Every random draw comes
 from ``numpy.random.SeedSequence([seed, patient, ...])`` and the UIDs and dates derive
@@ -32,10 +39,15 @@ import pydicom
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_dir, check_replaceable
 from dsnet.data.classes import CATEGORIES, CLASS_NAMES, patient_diagnosis
+from dsnet.io.geometry import storage_frames
 from dsnet.synth import phantom
 from dsnet.synth.dicomct import RESCALE_INTERCEPT, StudyInfo, ct_slice_dataset
 from dsnet.synth.population import PatientTruth, sample_patient
 
+STORAGES = tuple(
+    (f.transpose, f.flip_rows, f.flip_cols) for f in storage_frames((1, 1), (1.0, 1.0))
+)
+"""The 8 flip/transpose storage orders (transpose, flip rows, flip columns)."""
 MAX_SLICES_PER_VERTEBRA = 8
 SYNTH_CONTRIBUTORS = ("dsnet.synth.generate", "dsnet.data.synth")
 """``annotations.json`` contributor of synth outputs: this module's, then its former name."""
@@ -56,7 +68,11 @@ TRUTH_FIELDS = (
     "cortex_hu",
     "noise_sd",
     "spacing",
+    "matrix",
+    "fov_centre",
+    "orientation",
 )
+VARIANT_STREAM = 9001  # SeedSequence entry of the variant draws (apart from the anatomy's)
 
 
 @dataclass
@@ -109,6 +125,15 @@ def is_synth_output(folder: Path) -> bool:
 
 
 def _check_arguments(patients: int, seed: int, slices_per_vertebra: int) -> None:
+def _check_arguments(
+    patients: int, seed: int, slices_per_vertebra: int, variants: float = 0.0
+) -> None:
+    if (
+        isinstance(variants, bool)
+        or not isinstance(variants, int | float)
+        or not (0.0 <= variants <= 1.0)
+    ):
+        raise InputError("variants", f"must be a fraction in [0, 1], got {variants!r}")
     for name, value, low, high in (
         ("patients", patients, 1, None),
         ("seed", seed, 0, 2**63 - 1),
@@ -134,7 +159,11 @@ def slice_offsets(rng: np.random.Generator, count: int, thickness: float) -> lis
 
 
 def _study_info(
-    rng: np.random.Generator, seed: int, truth: PatientTruth, scan: phantom.Scan
+    rng: np.random.Generator,
+    seed: int,
+    truth: PatientTruth,
+    scan: phantom.Scan,
+    storage: tuple[bool, bool, bool] | None = None,
 ) -> StudyInfo:
     study_date = FIRST_STUDY_DATE + dt.timedelta(days=int(rng.integers(0, 3 * 365)))
     study_time = dt.time(
@@ -153,6 +182,8 @@ def _study_info(
         slice_thickness=scan.slice_thickness,
         kernel=scan.kernel,
         table_height=float(140.0 + scan.trunk_xy[1]),
+        fov_centre_xy=scan.fov_centre_xy,
+        storage=storage,
     )
 
 
@@ -167,6 +198,7 @@ def synthesize(
     patients: int,
     seed: int,
     slices_per_vertebra: int = 2,
+    variants: float = 0.0,
 ) -> SynthSummary:
     """Generate the synthetic data set and write the data contract atomically.
 
@@ -176,6 +208,7 @@ def synthesize(
         patients: Number of patients (>= 1).
         seed: Seed of the whole data set (>= 0).
         slices_per_vertebra: Axial slices through each of L1-L4 (1..8).
+        variants: Fraction (0..1) of patients drawn as variant scans (module docstring).
 
     Returns:
         Counts of what was written.
@@ -185,7 +218,7 @@ def synthesize(
             folder, or a non-empty folder synth did not make (nothing is deleted).
 
     """
-    _check_arguments(patients, seed, slices_per_vertebra)
+    _check_arguments(patients, seed, slices_per_vertebra, variants)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, is_synth_output(out_dir), "dsnet synth")
     images: list[dict] = []
@@ -200,7 +233,12 @@ def synthesize(
             rng = np.random.default_rng([seed, index])
             truth = sample_patient(rng, index)
             scene = phantom.build_scene(rng, truth)
-            study = _study_info(rng, seed, truth, scene.scan)
+            variant_rng = np.random.default_rng([seed, index, VARIANT_STREAM])
+            storage = None
+            if variant_rng.random() < variants:
+                scene = phantom.sample_variant(variant_rng, scene)
+                storage = STORAGES[int(variant_rng.integers(len(STORAGES)))]
+            study = _study_info(rng, seed, truth, scene.scan, storage)
             patient_dir = tmp / "dicom" / truth.patient_id
             patient_dir.mkdir(parents=True)
             diagnoses.append(patient_diagnosis(v.t_score for v in truth.vertebrae))
@@ -217,26 +255,29 @@ def synthesize(
                         scene, vertebra.vertebra, offset, slice_rng, background
                     )
                     instance += 1
-                    stored = np.rint(rendered.hu - RESCALE_INTERCEPT).astype(np.int16)
+                    display = np.rint(rendered.hu - RESCALE_INTERCEPT).astype(np.int16)
                     name = f"{vertebra.vertebra}_{k + 1}.dcm"
                     _write_dicom(
                         patient_dir / name,
                         ct_slice_dataset(
                             study,
-                            stored,
+                            display,
                             rendered.z,
                             instance,
                             image_key=f"{vertebra.vertebra} {k + 1}/{slices_per_vertebra}",
                         ),
                     )
                     image_id = len(images) + 1
-                    x1, y1, x2, y2 = rendered.box_xyxy
+                    frame = study.frame(display.shape)
+                    box = frame.boxes_to_stored(np.array([rendered.box_xyxy], dtype=float))[0]
+                    x1, y1, x2, y2 = (int(round(v)) for v in box)
+                    stored_rows, stored_cols = frame.stored_shape
                     images.append(
                         {
                             "id": image_id,
                             "file_name": f"dicom/{truth.patient_id}/{name}",
-                            "width": int(stored.shape[1]),
-                            "height": int(stored.shape[0]),
+                            "width": int(stored_cols),
+                            "height": int(stored_rows),
                             "patient_id": truth.patient_id,
                             "vertebra": vertebra.vertebra,
                         }
@@ -271,6 +312,11 @@ def synthesize(
                         "cortex_hu": f"{vb.cortex_hu:.1f}",
                         "noise_sd": f"{scene.scan.noise_sd:.1f}",
                         "spacing": f"{scene.scan.spacing:.6g}",
+                        "matrix": scene.scan.matrix,
+                        "fov_centre": "{:.1f} {:.1f}".format(*scene.scan.fov_centre_xy),
+                        "orientation": " ".join(
+                            f"{v:g}" for v in study.frame((1, 1)).stored_orientation()
+                        ),
                     }
                 )
         coco = {
@@ -280,6 +326,7 @@ def synthesize(
                 "contributor": SYNTH_CONTRIBUTORS[0],
                 "seed": seed,
                 "slices_per_vertebra": slices_per_vertebra,
+                "variants": variants,
             },
             "licenses": [],
             "categories": CATEGORIES,

@@ -1,6 +1,8 @@
 """Render one axial lumbar CT slice: anatomy, then the scanner (calibration, blur, noise).
 
-The pipeline for a slice, all vectorised numpy on a 512 x 512 float32 HU image:
+The pipeline for a slice, all vectorised numpy on a float32 HU image of the scan's matrix
+(512 x 512 for the standard scan; `sample_variant` draws other matrices, spacings,
+targeted fields of view and table heights):
 
 1. paint soft tissue (`dsnet.synth.anatomy`), posterior elements (`dsnet.synth.bone`) and
    the scanner table - the level's background, shared by its slices - in the anatomy
@@ -18,7 +20,7 @@ The pipeline for a slice, all vectorised numpy on a 512 x 512 float32 HU image:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -30,6 +32,10 @@ from dsnet.synth.shapes import Canvas, Pose
 IMAGE_SIZE = 512
 HU_MIN, HU_MAX = -1024.0, 3071.0
 SPACING_RANGE = (0.6, 0.9)
+VARIANT_MATRICES = (256, 512)
+VARIANT_SPACING_RANGE = (0.5, 1.0)
+VARIANT_TABLE_SHIFT_MM = 30.0  # table height change: the patient moves up/down this much
+TARGETED_MARGIN_MM = 60.0  # a field of view narrower than the trunk + this is targeted
 STREAK_PROBABILITY = 0.12
 LEVEL_PITCH_MM = 36.0  # body height + disc, centre to centre
 CALIBRATION_SD_HU = 9.0
@@ -40,7 +46,7 @@ class Scan:
     """Acquisition and reconstruction settings of one patient's scan.
 
     Attributes:
-        spacing: Pixel spacing (mm), reconstruction field of view / 512.
+        spacing: Pixel spacing (mm), reconstruction field of view / matrix.
         slice_thickness: Reconstructed slice thickness (mm).
         kernel: Reconstruction kernel name (DICOM ConvolutionKernel).
         noise_sd: Image noise standard deviation (HU) after the point-spread blur.
@@ -50,6 +56,9 @@ class Scan:
         trunk_xy: Scanner position (mm) of the trunk outline's centre (off-centring).
         table_gap: Distance from the posterior skin to the table top (mm).
         l1_z: Table position (mm) of the mid-height of L1; lower levels are caudal.
+        matrix: Rows = columns of the reconstruction.
+        fov_centre_xy: Scanner position (mm) of the centre of the field of view (the
+            isocentre, or the spine for a targeted reconstruction).
 
     """
 
@@ -63,6 +72,8 @@ class Scan:
     trunk_xy: tuple[float, float]
     table_gap: float
     l1_z: float
+    matrix: int = IMAGE_SIZE
+    fov_centre_xy: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,9 @@ class RenderedSlice:
     """One rendered slice.
 
     Attributes:
-        hu: float32 [512, 512] HU image (row 0 anterior, column 0 patient right).
-        body_mask: bool [512, 512] vertebral body (cortex + trabecular bone) pixels.
+        hu: float32 [matrix, matrix] HU image in the display frame (row 0 anterior,
+            column 0 patient right).
+        body_mask: bool [matrix, matrix] vertebral body (cortex + trabecular bone) pixels.
         box_xyxy: (x1, y1, x2, y2) tight box of `body_mask` in pixel-edge coordinates:
             columns x1 .. x2 - 1 and rows y1 .. y2 - 1 hold body pixels.
         z: Table position of the slice (mm, DICOM patient z).
@@ -117,6 +129,39 @@ def sample_scan(rng: np.random.Generator, habitus: anatomy.Habitus) -> Scan:
         table_gap=float(rng.uniform(0.0, 4.0)),
         l1_z=float(rng.uniform(-60.0, 60.0)),
     )
+
+
+def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScene:
+    """Re-draw the reconstruction of a patient as a variant scan.
+
+    Matrix 256 or 512, pixel spacing uniform in `VARIANT_SPACING_RANGE`, the table moved
+    up or down by up to `VARIANT_TABLE_SHIFT_MM`; a field of view narrower than the trunk
+    plus `TARGETED_MARGIN_MM` is a targeted reconstruction centred on the spine (within a
+    few mm). Anatomy and every other scan setting stay as drawn.
+
+    Args:
+        rng: The variant's own generator (so standard patients are drawn as before).
+        scene: The patient as `build_scene` drew it.
+
+    Returns:
+        The scene with the variant `Scan`.
+
+    """
+    scan = scene.scan
+    matrix = int(rng.choice(VARIANT_MATRICES))
+    spacing = float(rng.uniform(*VARIANT_SPACING_RANGE))
+    shift = float(rng.uniform(-VARIANT_TABLE_SHIFT_MM, VARIANT_TABLE_SHIFT_MM))
+    jitter = (float(rng.normal(0.0, 4.0)), float(rng.normal(0.0, 4.0)))
+    trunk_xy = (scan.trunk_xy[0], scan.trunk_xy[1] + shift)
+    variant = replace(scan, matrix=matrix, spacing=spacing, trunk_xy=trunk_xy)
+    centre = (0.0, 0.0)
+    if matrix * spacing < scene.habitus.width + TARGETED_MARGIN_MM:
+        levels = [
+            _pose(replace(scene, scan=variant), vb).origin_xy for vb in scene.vertebrae.values()
+        ]
+        spine = np.mean(np.asarray(levels), axis=0)
+        centre = (float(spine[0]) + jitter[0], float(spine[1]) + jitter[1])
+    return replace(scene, scan=replace(variant, fov_centre_xy=centre))
 
 
 def build_scene(rng: np.random.Generator, truth: PatientTruth) -> PatientScene:
@@ -158,8 +203,8 @@ class LevelBackground:
 
     Attributes:
         canvas: The pixel grid placed by the patient's pose at this level.
-        hu: float32 [512, 512] soft tissue, posterior elements and table (read-only use).
-        outside: bool [512, 512] pixels outside the reconstruction circle.
+        hu: float32 [matrix, matrix] soft tissue, posterior elements and table (read-only).
+        outside: bool [matrix, matrix] pixels outside the reconstruction circle.
     """
 
     canvas: Canvas
@@ -172,8 +217,8 @@ def level_background(scene: PatientScene, level: str) -> LevelBackground:
     vb = scene.vertebrae[level]
     hab, scan = scene.habitus, scene.scan
     level_rng = np.random.default_rng(scene.level_seed[level])  # same organs on every slice
-    canvas = Canvas(IMAGE_SIZE, scan.spacing, _pose(scene, vb))
-    hu = np.full((IMAGE_SIZE, IMAGE_SIZE), anatomy.AIR_HU, dtype=np.float32)
+    canvas = Canvas(scan.matrix, scan.spacing, _pose(scene, vb), scan.fov_centre_xy)
+    hu = np.full((scan.matrix, scan.matrix), anatomy.AIR_HU, dtype=np.float32)
     layers = (
         anatomy.trunk_layers(hab, vb)
         + anatomy.bowel_layers(level_rng, hab, vb)
@@ -185,7 +230,8 @@ def level_background(scene: PatientScene, level: str) -> LevelBackground:
     for layer in layers:
         canvas.paint(hu, layer)
     _paint_table(hu, canvas, scene)
-    outside = canvas.x**2 + canvas.y**2 > (IMAGE_SIZE * scan.spacing / 2) ** 2
+    cx, cy = (np.float32(c) for c in scan.fov_centre_xy)
+    outside = (canvas.x - cx) ** 2 + (canvas.y - cy) ** 2 > (scan.matrix * scan.spacing / 2) ** 2
     return LevelBackground(canvas, hu, outside)
 
 
@@ -230,10 +276,10 @@ def _paint_table(hu: np.ndarray, canvas: Canvas, scene: PatientScene) -> None:
     """A 4 mm curved table top (scanner frame) just behind the patient's back."""
     top = scene.scan.trunk_xy[1] + scene.habitus.depth / 2 - 4.0 + scene.scan.table_gap
     radius, thickness = 700.0, 4.0
-    half_fov = IMAGE_SIZE * canvas.spacing / 2
+    half_fov = canvas.size * canvas.spacing / 2 + abs(canvas.centre_xy[0])
     rise = radius - math.sqrt(radius**2 - half_fov**2)  # the arc climbs this much at the edges
     row0 = max(int(canvas.pixel(0.0, top - rise)[0]) - 1, 0)
-    row1 = min(int(canvas.pixel(0.0, top + thickness)[0]) + 2, IMAGE_SIZE)
+    row1 = min(int(canvas.pixel(0.0, top + thickness)[0]) + 2, canvas.size)
     if row0 >= row1:
         return
     rows = slice(row0, row1)

@@ -4,8 +4,10 @@ Coordinates. The *anatomy frame* (u, v) is in millimetres with its origin at the
 of the vertebral body; +u points to the patient's left (image right) and +v posterior
 (image down), i.e. the DICOM patient axes x, y with the patient's roll removed. The
 *scanner frame* (x, y) is the same but fixed to the scanner, origin at the centre of the
-reconstruction field of view. Pixel (row r, col c) has its centre at
-``x = (c - (W - 1) / 2) * spacing``, ``y = (r - (H - 1) / 2) * spacing``.
+scanner's isocentre. Pixel (row r, col c) has its centre at
+``x = cx + (c - (W - 1) / 2) * spacing``, ``y = cy + (r - (H - 1) / 2) * spacing``, where
+(cx, cy) is the centre of the reconstruction field of view (the isocentre unless the
+reconstruction is targeted).
 
 Every shape knows a bounding circle, so painting evaluates it only on the few pixels
 around it (vectorised numpy on a window), which keeps a 512 x 512 slice cheap.
@@ -53,13 +55,18 @@ class Canvas:
 
     """
 
-    def __init__(self, size: int, spacing: float, pose: Pose) -> None:
+    def __init__(
+        self, size: int, spacing: float, pose: Pose, centre_xy: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
         self.size = size
         self.spacing = spacing
         self.pose = pose
+        self.centre_xy = (float(centre_xy[0]), float(centre_xy[1]))
         axis = ((np.arange(size, dtype=np.float32) - (size - 1) / 2) * spacing).astype(np.float32)
-        self.x = np.broadcast_to(axis[None, :], (size, size))
-        self.y = np.broadcast_to(axis[:, None], (size, size))
+        x_axis = axis + np.float32(self.centre_xy[0])
+        y_axis = axis + np.float32(self.centre_xy[1])
+        self.x = np.broadcast_to(x_axis[None, :], (size, size))
+        self.y = np.broadcast_to(y_axis[:, None], (size, size))
         cos = np.float32(math.cos(math.radians(pose.angle_deg)))
         sin = np.float32(math.sin(math.radians(pose.angle_deg)))
         dx = self.x - np.float32(pose.origin_xy[0])
@@ -70,7 +77,8 @@ class Canvas:
     def pixel(self, x: float, y: float) -> tuple[float, float]:
         """Scanner (x, y) mm -> fractional (row, col) of the pixel grid."""
         centre = (self.size - 1) / 2
-        return y / self.spacing + centre, x / self.spacing + centre
+        cx, cy = self.centre_xy
+        return (y - cy) / self.spacing + centre, (x - cx) / self.spacing + centre
 
     def window(self, u: float, v: float, radius: float) -> tuple[slice, slice] | None:
         """The pixel window covering the anatomy disc (u, v, radius mm), or None if outside."""

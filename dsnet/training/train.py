@@ -40,7 +40,7 @@ from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.classes import CATEGORIES
 from dsnet.data.contract import load_data_dir
-from dsnet.data.dataset import CTDetectionDataset
+from dsnet.data.dataset import CTDetectionDataset, Preprocess
 from dsnet.data.split import read_split
 from dsnet.models.checkpoint import build_model, model_config, save_checkpoint
 from dsnet.models.layout import use_channels_last
@@ -162,7 +162,8 @@ def _train(
     precision = autocast_dtype(
         device, train_cfg.get("amp", False), train_cfg.get("cpu_bf16", False)
     )
-    cfg = model_config(model_params, num_classes=len(CATEGORIES) + 1)
+    canvas_px = Preprocess.from_params(preprocess).canvas_px
+    cfg = model_config(model_params, num_classes=len(CATEGORIES) + 1, canvas_px=canvas_px)
     paths = _output_paths(out_dir, plots_dir)
 
     seed_everything(seed)

@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m dsnet.bench.gpu",
         description="Training and inference speed of R50 and R50+DS at the paper profile "
-        "(512 px, batch 9): fp16/bf16/fp32, DS/plain ratios, peak GPU memory, projected "
+        "(544 px canvas, batch 9): fp16/bf16/fp32, DS/plain ratios, peak GPU memory, projected "
         "paper-profile time, and the effect of channels_last, cudnn.benchmark, torch.compile.",
     )
     parser.add_argument("--out", type=Path, help="write the result JSON here")

@@ -69,7 +69,7 @@ class ModelFactory:
         self.profile = profile
         torch.manual_seed(seed)
         configs = {
-            name: model_config(profile.model_params(attention), NUM_CLASSES)
+            name: model_config(profile.model_params(attention), NUM_CLASSES, profile.size)
             for name, attention in MODELS.items()
         }
         plain = build_model(configs["R50"])

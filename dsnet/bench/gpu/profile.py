@@ -35,8 +35,8 @@ class BenchProfile:
     """The model and training settings measured (defaults: the paper profile).
 
     Attributes:
-        size: Square input side in pixels (``model.min_size``; images are made this size).
-        max_size: ``model.max_size``.
+        size: Square input side in pixels (``preprocess.canvas_px``: the canvas the detector
+            never rescales; images are made this size).
         batch_size: Training images per step (``train.batch_size``).
         epochs: Epochs of the projected run (``train.epochs``).
         train_slices: Training slices of the projected run (the paper's 3,844).
@@ -57,8 +57,7 @@ class BenchProfile:
 
     """
 
-    size: int = 512
-    max_size: int = 512
+    size: int = 544
     batch_size: int = 9
     epochs: int = 100
     train_slices: int = PAPER_TRAIN_SLICES
@@ -82,8 +81,6 @@ class BenchProfile:
             "backbone": "resnet50",
             "attention": attention,
             "ds_residual": self.ds_residual,
-            "min_size": self.size,
-            "max_size": self.max_size,
             "anchor_sizes": list(self.anchor_sizes),
             "detector": dict(self.detector),
         }
@@ -123,7 +120,7 @@ TINY_DETECTOR = {
     "box_detections_per_img": 10,
 }
 TINY_PROFILE = replace(
-    BenchProfile(), size=64, max_size=64, batch_size=2, detector=dict(TINY_DETECTOR)
+    BenchProfile(), size=64, batch_size=2, detector=dict(TINY_DETECTOR)
 )
 """CPU test size: the paper profile's model on 64 px images, batch 2, few proposals and RoIs."""
 TINY_BUDGET = BenchBudget(
@@ -153,7 +150,7 @@ def with_bounds(budget: BenchBudget, **bounds: float | None) -> BenchBudget:
 
 
 def profile_from_params(params: Mapping[str, Any]) -> BenchProfile:
-    """Turn resolved parameters (``model`` and ``train`` sections) into a `BenchProfile`.
+    """Turn resolved parameters (``preprocess``, ``model``, ``train``) into a `BenchProfile`.
 
     Args:
         params: Merged parameters, e.g. ``params.yaml`` + ``params/paper.yaml``.
@@ -166,18 +163,17 @@ def profile_from_params(params: Mapping[str, Any]) -> BenchProfile:
 
     """
     model, train = params.get("model") or {}, params.get("train") or {}
+    canvas = (params.get("preprocess") or {}).get("canvas_px")
     paper = BenchProfile()
     for name, value in (
-        ("model.min_size", model.get("min_size", paper.size)),
-        ("model.max_size", model.get("max_size", paper.max_size)),
+        ("preprocess.canvas_px", paper.size if canvas is None else canvas),
         ("train.batch_size", train.get("batch_size", paper.batch_size)),
         ("train.epochs", train.get("epochs", paper.epochs)),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(name, f"must be a positive integer, got {value!r}")
     return BenchProfile(
-        size=model.get("min_size", paper.size),
-        max_size=model.get("max_size", paper.max_size),
+        size=paper.size if canvas is None else canvas,
         batch_size=train.get("batch_size", paper.batch_size),
         epochs=train.get("epochs", paper.epochs),
         detector=dict(model.get("detector") or {}),

@@ -82,9 +82,11 @@ def box_rows(
     side = {p: "test" for p in split["test"]} | {p: "train" for p in split["train"]}
     rows = []
     for image in data.images:
-        hu = read_slice(data.image_path(image)).hu
+        ct = read_slice(data.image_path(image))
+        hu = ct.frame.to_display(ct.hu)  # the ROI's anterior shift needs anterior up
         for ann in data.annotations[image["id"]]:
             x, y, w, h = ann["bbox"]
+            box = ct.frame.boxes_to_display(np.array([[x, y, x + w, y + h]], dtype=float))[0]
             rows.append(
                 {
                     "file": image["file_name"],
@@ -92,7 +94,7 @@ def box_rows(
                     "vertebra": ann["vertebra"],
                     "class": CLASS_NAMES[ann["category_id"]],
                     "t_score": float(ann["t_score"]),
-                    "trabecular_hu": round(trabecular_mean_hu(hu, (x, y, x + w, y + h)), 2),
+                    "trabecular_hu": round(trabecular_mean_hu(hu, box), 2),
                     "split": side.get(image["patient_id"], ""),
                     "batch": batch_of.get(image["file_name"], ""),
                 }
