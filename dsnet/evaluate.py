@@ -13,9 +13,12 @@ every slice of the split's test patients and writes ``metrics.json``:
   ground-truth box and in the detector's box, per slice and per patient;
 - ``fps``, ``seconds_per_image``, ``device``: inference speed after warm-up.
 
-Plots (PR curves, confusion matrix, training loss) go to `plots_dir`. When a
-``train_run.json`` with a ``run_id`` sits beside the model, the metrics and plots are
-also logged to that MLflow run through `dsnet.tracking`.
+Plots (PR curves, confusion matrix, training loss) go to `plots_dir`; the review report
+(`dsnet.review`: bootstrap intervals, champion comparison, error gallery, per-patient table)
+goes to ``review/`` beside ``metrics.json``. When a ``train_run.json`` with a ``run_id``
+sits beside the model, the metrics, plots, review, per-patient table (``log_table``) and
+the hold-out data set (``log_input``) are also logged to that MLflow run through
+`dsnet.tracking`.
 """
 
 from __future__ import annotations
@@ -340,6 +343,7 @@ def evaluate(
     metrics_path: str | PathLike[str],
     plots_dir: str | PathLike[str],
     params: Mapping[str, Any],
+    review_against: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test patients of a split and write the metrics.
 
@@ -351,7 +355,9 @@ def evaluate(
         plots_dir: Folder for the plot files (`dsnet.metrics.plots`).
         params: Parameters; the ``evaluate`` section is used (``score_threshold``,
             ``decision_threshold``, ``iou_threshold``, ``hu_thresholds``, ``fps_warmup``,
-            ``device``).
+            ``device``, ``review``); ``register.model_name`` names the registered
+            model whose champion the review compares with.
+        review_against: Compare with this registered version instead of the champion.
 
     Returns:
         The metrics written (undefined values as ``None``).
@@ -365,6 +371,7 @@ def evaluate(
     from dsnet.data.split import read_split
     from dsnet.metrics.plots import write_confusion, write_loss_curve, write_pr_curves
     from dsnet.predict import load_detector
+    from dsnet.review.step import review_evaluation
     from dsnet.training.device import select_device
 
     cfg = section(params, "evaluate")
@@ -408,17 +415,38 @@ def evaluate(
     loss_png = write_loss_curve(plots_dir / "train_loss.csv", plots_dir / "train_loss.png")
     plots += [loss_png] if loss_png else []
     atomic_write_json(metrics_path, metrics)
-    _log_to_training_run(model_path, Path(metrics_path), plots, metrics)
+    evidence = review_evaluation(
+        model_path=model_path,
+        checkpoint=ckpt,
+        data=data,
+        data_dir=data_dir,
+        images=images,
+        results=results,
+        truth=truth,
+        metrics=metrics,
+        params=params,
+        plots_dir=plots_dir,
+        metrics_path=Path(metrics_path),
+        device=device,
+        against=review_against,
+    )
+    _log_to_training_run(model_path, Path(metrics_path), plots, metrics, evidence, data_dir)
     return metrics
 
 
 def _log_to_training_run(
-    model_path: Path, metrics_path: Path, plots: Sequence[Path], metrics: Mapping[str, Any]
+    model_path: Path,
+    metrics_path: Path,
+    plots: Sequence[Path],
+    metrics: Mapping[str, Any],
+    evidence: Mapping[str, Any],
+    data_dir: str | PathLike[str],
 ) -> None:
-    """Log metrics and plots to the training run of the model, if training recorded one."""
+    """Log metrics, plots, review and hold-out to the training run, if training recorded one."""
     run_id = train_run_id(model_path)
     if run_id is None:
         return
+    from dsnet.review.evidence import REVIEW_DIR, review_paths
     from dsnet.tracking import start_run
 
     with start_run(step="evaluate", run_id=run_id) as run:
@@ -426,3 +454,8 @@ def _log_to_training_run(
         run.log_artifact(metrics_path, "evaluation")
         for plot in plots:
             run.log_artifact(plot, "evaluation/plots")
+        for path in review_paths(metrics_path):
+            run.log_artifact(path, REVIEW_DIR)
+        run.log_table(evidence["patients"], f"{REVIEW_DIR}/patients.json")
+        card = evidence["card"]["data"]
+        run.log_dataset(data_dir, card["version"], "evaluation", card["synthetic"])

@@ -41,7 +41,8 @@ from typing import Any
 
 from dsnet.config import section
 from dsnet.errors import InputError
-from dsnet.fsutil import atomic_write_json
+from dsnet.fsutil import atomic_write_json, file_sha256
+from dsnet.review.auth import Actor, authorize_champion_change
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -195,15 +196,6 @@ def holdout_id(data_version: str, split_path: str | os.PathLike[str]) -> str:
     test = sorted(read_split(split_path)["test"])
     blob = json.dumps({"data_version": data_version, "test": test}).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------- registry
@@ -372,6 +364,7 @@ def register(
         GateFailedError: `strict` and the gate failed (the receipt is written first).
 
     """
+    from dsnet.review.evidence import review_paths
     from dsnet.tracking import lineage_tags, tracking_enabled
 
     model_path = Path(model_path)
@@ -406,8 +399,9 @@ def register(
         if gate_passed(criteria):
             receipt.update(
                 register_version(
-                    mlflow_client, model_path, metrics, params, criteria, lineage, receipt
-                )
+                    mlflow_client, model_path, metrics, params, criteria, lineage, receipt,
+                    review_paths(metrics_path)[0],
+                )  # fmt: skip
             )
     passed = gate_passed(criteria)
     receipt["gate"] = "passed" if passed else "failed"
@@ -564,8 +558,12 @@ def register_version(
     criteria: list[Mapping[str, Any]],
     lineage: Mapping[str, str],
     receipt: Mapping[str, Any],
+    evidence_path: Path | None = None,
 ) -> dict[str, Any]:
     """Log the pyfunc model (once per checkpoint) and create the version under the lock.
+
+    The evaluation's review report (`evidence_path`, re-rendered with the gate's criteria,
+    `dsnet.review.attach`) is logged to the model's run and linked from the description.
 
     Returns:
         Receipt fields: ``registered``, ``version``, ``aliases``, ``model_uri``,
@@ -573,6 +571,7 @@ def register_version(
 
     """
     from dsnet.pyfunc import checkpoint_model_config, log_pyfunc
+    from dsnet.review.attach import REPORT_TAG, attach_review, description_link
 
     name = receipt["model_name"]
     sha = receipt["checkpoint_sha256"]
@@ -582,6 +581,9 @@ def register_version(
     tags = version_tags(metrics, lineage, checkpoint_model_config(model_path), receipt, criteria)
     info = log_pyfunc(model_path, run_id=receipt["run_id"], params=params)
     tags["run_id"] = info.run_id
+    review = attach_review(mlflow_client, info.run_id, evidence_path, criteria)
+    if review is not None:
+        tags[REPORT_TAG] = review
     ensure_registered_model(mlflow_client, name)
     with registry_lock(mlflow_client, name):
         existing = _version_with_checkpoint(mlflow_client, name, sha)
@@ -592,7 +594,7 @@ def register_version(
             source=info.model_uri,
             run_id=info.run_id,
             tags=tags,
-            description=description(metrics, criteria),
+            description=description(metrics, criteria) + "\n\n" + description_link(review),
             model_id=info.model_id,
         )
         _point_challenger(mlflow_client, name)
@@ -772,6 +774,7 @@ def promote(
     if not reason.strip():
         raise InputError("--reason", "a promotion needs a reason")
     mlflow_client = client()
+    actor = authorize_champion_change(name)
     with registry_lock(mlflow_client, name):
         candidate = _get_version(mlflow_client, name, version)
         champion = alias_version(mlflow_client, name, CHAMPION)
@@ -780,7 +783,7 @@ def promote(
         problems = promotion_problems(candidate, champion, margin)
         if problems and not force:
             raise RefusedError(f"{name} v{version}", "; ".join(problems) + " (use --force)")
-        event = _event("promote", candidate.version, champion, reason, force, problems)
+        event = _event("promote", candidate.version, champion, reason, force, problems, actor)
         mlflow_client.set_registered_model_alias(name, CHAMPION, candidate.version)
         _tag_version(
             mlflow_client,
@@ -789,6 +792,7 @@ def promote(
             {
                 "promoted_at": event["at"],
                 "promoted_by": event["by"],
+                "promoted_by_authenticated": str(event["authenticated"]).lower(),
                 "promotion_reason": reason,
                 "promotion_forced": str(force and bool(problems)).lower(),
                 **({"promotion_overrode": "; ".join(problems)} if force and problems else {}),
@@ -814,6 +818,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
     if not reason.strip():
         raise InputError("--reason", "a rollback needs a reason")
     mlflow_client = client()
+    actor = authorize_champion_change(name)
     with registry_lock(mlflow_client, name):
         stack = champion_stack(history(mlflow_client, name))
         champion = alias_version(mlflow_client, name, CHAMPION)
@@ -826,7 +831,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
                 f"alias points to {current} but the history ends with v{stack[-1]}",
             )
         target = stack[-2]
-        event = _event("rollback", target, champion, reason, False, [])
+        event = _event("rollback", target, champion, reason, False, [], actor)
         mlflow_client.set_registered_model_alias(name, CHAMPION, target)
         _tag_version(
             mlflow_client,
@@ -866,14 +871,21 @@ def champion_stack(events: list[Mapping[str, Any]]) -> list[str]:
 
 
 def _event(
-    action: str, version: str, champion: Any | None, reason: str, force: bool, problems: list[str]
+    action: str,
+    version: str,
+    champion: Any | None,
+    reason: str,
+    force: bool,
+    problems: list[str],
+    actor: Actor,
 ) -> dict[str, Any]:
     return {
         "action": action,
         "version": str(version),
         "previous": None if champion is None else str(champion.version),
         "at": _now(),
-        "by": _whoami(),
+        "by": actor.username,
+        "authenticated": actor.authenticated,
         "reason": reason,
         "forced": bool(force and problems),
         "overridden": problems if force else [],

@@ -1,0 +1,165 @@
+"""Error gallery: every missed or misgraded hold-out slice as truth-vs-answer overlay.
+
+A slice is an error when the answer for one of its ground-truth boxes (the most confident
+detection overlapping it, docs/metrics.md) is missing or of another class. Errors are
+ordered worst first: missed bodies, then wrong grades by the confidence of the wrong answer,
+and the first ``review.gallery_max`` are drawn. Each overlay is a PNG (bone window, the
+ground-truth box in white, the answer's box in the colour of its grade, the trabecular ROI
+of the ground-truth box in cyan); the numbers go into the report's caption.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dsnet.evaluate import SliceResult
+from dsnet.metrics.detection import answers
+from dsnet.report import GRADE_COLOURS, OTHER_COLOUR, ROI_COLOUR, roi_mask
+
+SIDE_PX = 320  # width of a gallery overlay
+TRUTH_COLOUR = (255, 255, 255)
+
+
+def slice_errors(
+    result: SliceResult,
+    names: Mapping[int, str],
+    decision_threshold: float,
+    iou_threshold: float,
+) -> list[dict[str, Any]]:
+    """The missed or misgraded ground-truth boxes of one slice.
+
+    Returns:
+        One dict per wrong box: ``image_id``, ``patient_id``, ``vertebra``, ``box_index``,
+        ``truth``, ``answer`` (class name or ``missed``), ``score`` (of the answer, ``None``
+        when missed), ``answer_box`` (xyxy or ``None``), ``truth_box``, ``gt_hu`` and
+        ``answer_hu`` (trabecular mean HU in the two boxes, ``None`` where not measured).
+
+    """
+    d = result.detections
+    labels, indices = answers(d, decision_threshold, iou_threshold)
+    errors = []
+    for g, (truth, answer, index) in enumerate(zip(d.gt_labels, labels, indices, strict=True)):
+        if int(truth) == int(answer):
+            continue
+        errors.append(
+            {
+                "image_id": int(result.image["id"]),
+                "patient_id": str(result.image["patient_id"]),
+                "vertebra": str(result.image.get("vertebra", "")),
+                "file": str(result.image.get("file_name", "")),
+                "box_index": g,
+                "truth": names[int(truth)],
+                "answer": "missed" if index < 0 else names.get(int(answer), str(answer)),
+                "score": None if index < 0 else float(d.scores[index]),
+                "truth_box": [float(v) for v in d.gt_boxes[g]],
+                "answer_box": None if index < 0 else [float(v) for v in d.boxes[index]],
+                "gt_hu": _number(result.gt_mean_hu[g]),
+                "answer_hu": _number(result.pred_mean_hu[g]),
+            }
+        )
+    return errors
+
+
+def worst_errors(
+    results: Sequence[SliceResult],
+    names: Mapping[int, str],
+    decision_threshold: float,
+    iou_threshold: float,
+) -> list[dict[str, Any]]:
+    """Every error of the hold-out (:func:`slice_errors`), worst first.
+
+    Missed bodies come first, then wrong grades by decreasing score of the wrong answer;
+    ties keep the evaluation order.
+    """
+    found = [
+        error
+        for result in results
+        for error in slice_errors(result, names, decision_threshold, iou_threshold)
+    ]
+    return sorted(found, key=lambda e: (e["score"] is not None, -(e["score"] or 0.0)))
+
+
+def overlay_png(hu: np.ndarray, error: Mapping[str, Any], bone_window: Sequence[float]) -> bytes:
+    """Draw one error: the slice in the bone window with the truth and answer boxes.
+
+    Args:
+        hu: float32[H, W] the slice in HU.
+        error: A :func:`slice_errors` entry.
+        bone_window: (low, high) HU of the displayed window.
+
+    Returns:
+        PNG bytes, `SIDE_PX` wide.
+
+    """
+    from PIL import Image, ImageDraw
+
+    from dsnet.io import window
+
+    grey = (window(hu, float(bone_window[0]), float(bone_window[1])) * 255).astype(np.uint8)
+    height, width = grey.shape
+    zoom = SIDE_PX / width
+    size = (SIDE_PX, max(1, round(height * zoom)))
+    picture = Image.fromarray(grey).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    roi = Image.fromarray(roi_mask(hu, error["truth_box"]).astype(np.uint8) * 255)
+    outline = roi.resize(size, Image.Resampling.NEAREST)
+    from PIL import ImageFilter
+
+    picture.paste(ROI_COLOUR, mask=outline.filter(ImageFilter.FIND_EDGES))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle([v * zoom for v in error["truth_box"]], outline=TRUTH_COLOUR, width=2)
+    if error["answer_box"] is not None:
+        colour = GRADE_COLOURS.get(error["answer"], OTHER_COLOUR)
+        draw.rectangle([v * zoom for v in error["answer_box"]], outline=colour, width=2)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def gallery(
+    results: Sequence[SliceResult],
+    data: Any,
+    names: Mapping[int, str],
+    cfg: Mapping[str, Any],
+    bone_window: Sequence[float],
+    limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Draw the worst `limit` errors of the hold-out.
+
+    Args:
+        results: The evaluated slices.
+        data: The `DataDir` (to read the error slices again; only those are read).
+        names: Class id -> name.
+        cfg: The ``evaluate`` parameters (``decision_threshold``, ``iou_threshold``).
+        bone_window: The displayed HU window (the checkpoint's first window).
+        limit: ``review.gallery_max``.
+
+    Returns:
+        ``(entries, total)``: the drawn errors, each with ``png`` (base64 PNG), and the
+        number of errors on the whole hold-out.
+
+    """
+    from dsnet.io import read_slice
+
+    by_id = {int(r.image["id"]): r for r in results}
+    errors = worst_errors(
+        results,
+        names,
+        float(cfg.get("decision_threshold", 0.5)),
+        float(cfg.get("iou_threshold", 0.5)),
+    )
+    drawn = []
+    for error in errors[: max(0, int(limit))]:
+        ct = read_slice(data.image_path(by_id[error["image_id"]].image))
+        png = overlay_png(ct.hu, error, bone_window)
+        drawn.append({**error, "png": base64.b64encode(png).decode("ascii")})
+    return drawn, len(errors)
+
+
+def _number(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
