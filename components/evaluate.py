@@ -1,6 +1,7 @@
 """Component ``evaluate``: the paper's metrics on the hold-out patients, with UI views."""
 
 from kfp.dsl import (
+    HTML,
     Artifact,
     ClassificationMetrics,
     Dataset,
@@ -26,6 +27,7 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     report: Output[Markdown],
+    review: Output[HTML],
 ):
     """Evaluate the model on the split's test patients (dsnet evaluate).
 
@@ -36,10 +38,13 @@ def evaluate(
         params: The run's parameters (sections preprocess, evaluate).
         mlflow_tracking_uri: MLflow tracking server.
         s3_endpoint_url: S3 endpoint of MLflow's artifact store (MinIO).
-        evaluation: Folder with metrics.json and plots/ (PR curves, confusion, loss).
+        evaluation: Folder with metrics.json, plots/ (PR curves, confusion, loss) and
+            review/ (evidence.json, report.html; the register step attaches them).
         metrics: mAP50, recall, accuracy, FPS, patient accuracy, HU baseline.
         confusion: True class x answer (plus missed), for the KFP UI.
         report: The metrics as Markdown tables.
+        review: The review report (intervals, champion comparison, error gallery), one
+            self-contained HTML page the KFP UI renders.
     """
     import os
     import shutil
@@ -49,6 +54,7 @@ def evaluate(
     from dsnet.fsutil import atomic_write_text
     from dsnet.pipelines.reports import evaluation_markdown, kfp_confusion_matrix
     from dsnet.pipelines.services import use_services
+    from dsnet.review.evidence import review_paths
     from dsnet.tracking import numeric_metrics
 
     use_services(mlflow_tracking_uri, s3_endpoint_url)
@@ -70,3 +76,5 @@ def evaluate(
     categories, matrix = kfp_confusion_matrix(result)
     confusion.log_confusion_matrix(categories, matrix)
     atomic_write_text(report.path, evaluation_markdown(result))
+    _, review_html = review_paths(os.path.join(evaluation.path, "metrics.json"))
+    shutil.copyfile(review_html, review.path)

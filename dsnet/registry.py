@@ -513,7 +513,11 @@ def version_tags(
     receipt: Mapping[str, Any],
     criteria: list[Mapping[str, Any]],
 ) -> dict[str, str]:
-    """Tags of a new model version: lineage, metrics, architecture, gate and identity."""
+    """Tags of a new model version: lineage, metrics, architecture, gate and identity.
+
+    Every tag is a short scalar a person can read in the MLflow UI; structured data (the
+    criteria, the confusion matrix) go to the run's artifact :func:`gate_artifact`.
+    """
     tags = {key: str(value) for key, value in lineage.items()}
     for key in METRIC_KEYS:
         if isinstance(metrics.get(key), int | float):
@@ -521,20 +525,41 @@ def version_tags(
     for cls, ap in (metrics.get("ap_per_class") or {}).items():
         if isinstance(ap, int | float):  # None: the class is absent from the hold-out
             tags[f"ap.{cls}"] = f"{float(ap):.6g}"
-    if metrics.get("confusion_matrix") is not None:
-        tags["confusion_matrix"] = json.dumps(metrics["confusion_matrix"])
     tags["backbone"] = str(model_cfg.get("backbone", "?"))
     tags["attention"] = str(model_cfg.get("attention", "?"))
     tags["gate"] = "passed"
-    tags["gate_criteria"] = json.dumps(criteria)
+    failed = [c["name"] for c in criteria if c["status"] == "fail"]
+    tags["gate_summary"] = (
+        f"{sum(c['status'] == 'pass' for c in criteria)} passed, {len(failed)} failed, "
+        f"{sum(c['status'] == 'skipped' for c in criteria)} skipped"
+    )
     tags["holdout"] = receipt["holdout"]
     tags["checkpoint_sha256"] = receipt["checkpoint_sha256"]
     if receipt.get("run_id"):
         tags["run_id"] = receipt["run_id"]
-    champion = next((c for c in criteria if c["name"].startswith("vs_champion_")), None)
-    if champion is not None and champion["status"] != "skipped":
-        tags["gate_champion_note"] = champion["note"]
+    compared = [c for c in criteria if c["name"].startswith("vs_champion_")]
+    if compared and all(c["status"] != "skipped" for c in compared):
+        tags["gate_champion_note"] = compared[0]["note"]
+        passed = all(c["status"] == "pass" for c in compared)
+        tags["gate_vs_champion"] = "pass" if passed else "fail"
     return tags
+
+
+def gate_artifact(checkpoint_sha256: str) -> str:
+    """Run artifact holding a registration's criteria and confusion matrix (JSON)."""
+    return f"registration/{checkpoint_sha256[:12]}/gate.json"
+
+
+def registration_record(mlflow_client: Any, version: Any) -> dict[str, Any]:
+    """The :func:`gate_artifact` of a version (``{}`` when it has none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    path = gate_artifact(version.tags.get("checkpoint_sha256", ""))
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{path}")
+    except (MlflowException, OSError, ValueError):
+        return {}
 
 
 def description(metrics: Mapping[str, Any], criteria: list[Mapping[str, Any]]) -> str:
@@ -581,6 +606,8 @@ def register_version(
     tags = version_tags(metrics, lineage, checkpoint_model_config(model_path), receipt, criteria)
     info = log_pyfunc(model_path, run_id=receipt["run_id"], params=params)
     tags["run_id"] = info.run_id
+    record = {"criteria": criteria, "confusion_matrix": metrics.get("confusion_matrix")}
+    mlflow_client.log_dict(info.run_id, record, gate_artifact(sha))
     review = attach_review(mlflow_client, info.run_id, evidence_path, criteria)
     if review is not None:
         tags[REPORT_TAG] = review
@@ -684,7 +711,6 @@ def compare(name: str, a: int, b: int) -> dict[str, Any]:
     rows = {}
     for key, number in (("a", a), ("b", b)):
         v = _get_version(mlflow_client, name, number)
-        matrix = v.tags.get("confusion_matrix")
         rows[key] = {
             "version": int(v.version),
             "metrics": version_metrics(v),
@@ -694,7 +720,7 @@ def compare(name: str, a: int, b: int) -> dict[str, Any]:
             "holdout": v.tags.get("holdout", ""),
             "backbone": v.tags.get("backbone", ""),
             "attention": v.tags.get("attention", ""),
-            "confusion_matrix": json.loads(matrix) if matrix else None,
+            "confusion_matrix": registration_record(mlflow_client, v).get("confusion_matrix"),
         }
     table = []
     for key in METRIC_KEYS:
@@ -737,12 +763,10 @@ def promotion_problems(candidate: Any, champion: Any | None, margin: float) -> l
                     f"{theirs[key]:.4f} by more than {margin}"
                 )
         return problems
-    gate_criteria = json.loads(candidate.tags.get("gate_criteria", "[]"))
-    compared = [c for c in gate_criteria if c["name"].startswith("vs_champion_")]
     against = f"champion v{champion.version} "
-    if not compared or not all(
-        c["status"] == "pass" and c["note"].startswith(against) for c in compared
-    ):
+    if candidate.tags.get("gate_vs_champion") != "pass" or not candidate.tags.get(
+        "gate_champion_note", ""
+    ).startswith(against):
         problems.append(
             f"v{candidate.version} was not compared with champion v{champion.version} on the "
             "same hold-out; re-register it against the current data"

@@ -56,6 +56,7 @@ tr.fail td.status { color: #b42318; font-weight: 600; }
 tr.skipped td.status { color: #57606a; }
 .better { color: #116329; } .worse { color: #b42318; } .unclear { color: #57606a; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
+.plots figure { max-width: 480px; }
 .plots figure, .gallery figure { margin: 0; background: #fff; border: 1px solid #d0d7de;
   border-radius: 6px; padding: .5rem; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr));
@@ -103,11 +104,12 @@ def number(value: float | None, digits: int = 4) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], css: Sequence[str] = ()) -> str:
     """An HTML table; `rows` hold cell HTML (already escaped), `css` one class per row."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
     body = "".join(
         f'<tr class="{esc(css[i]) if i < len(css) else ""}">{"".join(row)}</tr>'
         for i, row in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 def cell(text: Any, css: str = "") -> str:
@@ -153,10 +155,15 @@ def card_html(card: Mapping[str, Any]) -> str:
         ["data version (DVC)", data["version"]],
         ["hold-out", f"{data['holdout_patients']} patients, {data['holdout_slices']} slices"],
     ]
-    rows += [[f"training: {k.replace('_', ' ')}", v] for k, v in training.items()]
-    rows += [[f"lineage: {k.replace('_', ' ')}", v or "not recorded"] for k, v in lineage.items()]
+    rows += [[f"training: {k.replace('_', ' ')}", _recorded(v)] for k, v in training.items()]
+    rows += [[f"lineage: {k.replace('_', ' ')}", _recorded(v)] for k, v in lineage.items()]
     details = table(["", ""], [[f"<th>{esc(k)}</th>", cell(v)] for k, v in rows])
     return use + details
+
+
+def _recorded(value: Any) -> Any:
+    """`value`, or ``not recorded`` when the checkpoint or run did not record it."""
+    return "not recorded" if value is None or value == "" else value
 
 
 def gate_html(criteria: Sequence[Mapping[str, Any]] | None) -> str:
