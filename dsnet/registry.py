@@ -10,7 +10,8 @@ newest version that passed the gate) and ``champion`` (the promoted one).
   criterion; a failing gate creates nothing. Re-running it for the same checkpoint reuses
   the existing version (tag ``checkpoint_sha256``).
 - :func:`promote` / :func:`rollback` move ``champion`` and leave an audit trail: version
-  tags (``promoted_at``, ``promoted_by``, ``promotion_reason``, ...) and the registered
+  tags (``promoted_at``, ``promoted_by`` = the user the tracking server authenticated,
+  ``promotion_reason``, ...) and the registered
   model tag ``champion_history`` (JSON list of events; replaying it gives the stack of
   champions that rollback pops).
 
@@ -793,6 +794,8 @@ def promote(
     Raises:
         RefusedError: Problems found and not `force`; nothing changes.
         InputError: Unknown version or empty reason.
+        NotAuthorizedError: The tracking server did not authenticate the caller, or the
+            caller lacks MANAGE on `name` (`dsnet.review.auth`); nothing changes.
 
     """
     if not reason.strip():
@@ -837,6 +840,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
 
     Raises:
         RefusedError: No previous champion, or the alias no longer matches the history.
+        NotAuthorizedError: As for :func:`promote`.
 
     """
     if not reason.strip():

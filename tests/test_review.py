@@ -108,7 +108,7 @@ def test_paired_difference_against_a_reference_model():
 
 
 def test_review_settings_are_checked():
-    assert review_settings({}) == {"bootstrap_draws": 100, "seed": 0, "gallery_max": 24}
+    assert review_settings({}) == {"bootstrap_draws": 100, "seed": 0, "gallery_max": 16}
     with pytest.raises(InputError, match="evaluate.review.gallery_max"):
         review_settings({"review": {"gallery_max": -1}})
 

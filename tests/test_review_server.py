@@ -182,6 +182,7 @@ def test_a_later_model_is_compared_with_the_champion_on_the_same_holdout(server)
     assert "DSNet review report: version 2" in page.text and "Champion: version 1" in page.text
 
 
+@pytest.mark.slow  # evaluates v1 again in a fresh process
 def test_review_against_another_version_rebuilds_the_comparison(server):
     out = server["root"] / "v1-vs-v2.html"
     rebuilt = cli(server, server["users"]["ed"], "registry", "review", "1", "--against", "2",

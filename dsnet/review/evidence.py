@@ -39,7 +39,7 @@ from dsnet.review.patients import patient_table
 REVIEW_DIR = "review"
 EVIDENCE_FILE = "evidence.json"
 REPORT_FILE = "report.html"
-DEFAULTS = {"bootstrap_draws": 100, "seed": 0, "gallery_max": 24}
+DEFAULTS = {"bootstrap_draws": 100, "seed": 0, "gallery_max": 16}
 
 
 def review_settings(cfg: Mapping[str, Any]) -> dict[str, int]:

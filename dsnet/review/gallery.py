@@ -22,7 +22,7 @@ from dsnet.evaluate import SliceResult
 from dsnet.metrics.detection import answers
 from dsnet.report import GRADE_COLOURS, OTHER_COLOUR, ROI_COLOUR, roi_mask
 
-SIDE_PX = 320  # width of a gallery overlay
+SIDE_PX = 256  # width of each panel of a gallery overlay (whole slice | zoom)
 TRUTH_COLOUR = (255, 255, 255)
 
 
@@ -86,7 +86,11 @@ def worst_errors(
 
 
 def overlay_png(hu: np.ndarray, error: Mapping[str, Any], bone_window: Sequence[float]) -> bytes:
-    """Draw one error: the slice in the bone window with the truth and answer boxes.
+    """Draw one error: the whole slice and a zoomed view of the body, truth vs answer.
+
+    Both panels show the slice in the bone window with the ground-truth box (white), the
+    answer's box (colour of its grade) and the trabecular ROI of the ground-truth box
+    (cyan); the right panel zooms on the ground-truth and answer boxes.
 
     Args:
         hu: float32[H, W] the slice in HU.
@@ -94,31 +98,66 @@ def overlay_png(hu: np.ndarray, error: Mapping[str, Any], bone_window: Sequence[
         bone_window: (low, high) HU of the displayed window.
 
     Returns:
-        PNG bytes, `SIDE_PX` wide.
+        PNG bytes, ``2 * SIDE_PX`` wide.
 
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from dsnet.io import window
 
     grey = (window(hu, float(bone_window[0]), float(bone_window[1])) * 255).astype(np.uint8)
     height, width = grey.shape
-    zoom = SIDE_PX / width
-    size = (SIDE_PX, max(1, round(height * zoom)))
-    picture = Image.fromarray(grey).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-    roi = Image.fromarray(roi_mask(hu, error["truth_box"]).astype(np.uint8) * 255)
-    outline = roi.resize(size, Image.Resampling.NEAREST)
-    from PIL import ImageFilter
+    roi = roi_mask(hu, error["truth_box"]).astype(np.uint8) * 255
+    boxes = [error["truth_box"]] + ([error["answer_box"]] if error["answer_box"] else [])
+    x1 = min(b[0] for b in boxes)
+    y1 = min(b[1] for b in boxes)
+    x2 = max(b[2] for b in boxes)
+    y2 = max(b[3] for b in boxes)
+    half = max(x2 - x1, y2 - y1, 16.0) * 0.75
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    whole = _panel(grey, roi, error, (0.0, 0.0, float(width), float(height)), SIDE_PX)
+    zoom = _panel(grey, roi, error, (cx - half, cy - half, cx + half, cy + half), SIDE_PX)
+    canvas = Image.new("RGB", (2 * SIDE_PX + 4, max(whole.height, zoom.height)), (255, 255, 255))
+    canvas.paste(whole, (0, 0))
+    canvas.paste(zoom, (SIDE_PX + 4, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
-    picture.paste(ROI_COLOUR, mask=outline.filter(ImageFilter.FIND_EDGES))
+
+def _panel(
+    grey: np.ndarray,
+    roi: np.ndarray,
+    error: Mapping[str, Any],
+    extent: tuple[float, float, float, float],
+    side: int,
+):
+    """Render the `extent` (x1, y1, x2, y2 in slice pixels) of the slice `side` px wide."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    left, top, right, bottom = extent
+    size = (side, max(1, round(side * (bottom - top) / (right - left))))
+    scale = side / (right - left)
+    picture = (
+        Image.fromarray(grey)
+        .convert("RGB")
+        .transform(size, Image.Transform.EXTENT, extent, Image.Resampling.BILINEAR)
+    )
+    mask = Image.fromarray(roi).transform(
+        size, Image.Transform.EXTENT, extent, Image.Resampling.NEAREST
+    )
+    picture.paste(ROI_COLOUR, mask=mask.filter(ImageFilter.FIND_EDGES))
     draw = ImageDraw.Draw(picture)
-    draw.rectangle([v * zoom for v in error["truth_box"]], outline=TRUTH_COLOUR, width=2)
+
+    def mapped(box: Sequence[float]) -> list[float]:
+        return [(box[0] - left) * scale, (box[1] - top) * scale,
+                (box[2] - left) * scale, (box[3] - top) * scale]  # fmt: skip
+
+    draw.rectangle(mapped(error["truth_box"]), outline=TRUTH_COLOUR, width=2)
     if error["answer_box"] is not None:
         colour = GRADE_COLOURS.get(error["answer"], OTHER_COLOUR)
-        draw.rectangle([v * zoom for v in error["answer_box"]], outline=colour, width=2)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
+        draw.rectangle(mapped(error["answer_box"]), outline=colour, width=2)
+    return picture
 
 
 def gallery(

@@ -59,11 +59,12 @@ tr.skipped td.status { color: #57606a; }
 .plots figure { max-width: 480px; }
 .plots figure, .gallery figure { margin: 0; background: #fff; border: 1px solid #d0d7de;
   border-radius: 6px; padding: .5rem; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr));
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(530px, 1fr));
            gap: .8rem; }
 figcaption { font-size: .85rem; margin-top: .3rem; }
 img { max-width: 100%; height: auto; display: block; }
 .wrong { color: #b42318; font-weight: 600; }
+td.ci { white-space: nowrap; }
 footer { margin-top: 2rem; color: #57606a; font-size: .85rem; }
 </style>
 </head>
@@ -197,13 +198,13 @@ def metrics_html(evidence: Mapping[str, Any]) -> str:
     rows = []
     for key in [k for k in METRIC_ORDER if k in intervals]:
         row = intervals[key]
-        cells = [cell(key), metric_cell(key, row["value"]), cell(ci(row["low"], row["high"]))]
+        cells = [cell(key), metric_cell(key, row["value"]), cell(ci(row["low"], row["high"]), "ci")]
         if paired and "diff" in row:
             cells += [
                 metric_cell(key, row["reference"], "champion"),
-                cell(ci(row["reference_low"], row["reference_high"])),
+                cell(ci(row["reference_low"], row["reference_high"]), "ci"),
                 metric_cell(key, row["diff"], "difference"),
-                cell(ci(row["diff_low"], row["diff_high"])),
+                cell(ci(row["diff_low"], row["diff_high"]), "ci"),
                 verdict_cell(key, row["diff_low"], row["diff_high"]),
             ]
         rows.append(cells)
