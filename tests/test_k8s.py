@@ -34,7 +34,7 @@ PYTORCHJOB_SCHEMA = json.loads((K8S / "schemas" / "pytorchjob-kubeflow.org-v1.js
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "PyTorchJob")
 BASE_KINDS = {
     "Namespace": 1,
-    "Secret": 4,
+    "Secret": 5,
     "ConfigMap": 1,
     "PersistentVolumeClaim": 2,
     "Deployment": 2,
@@ -248,8 +248,9 @@ def test_every_container_runs_restricted_with_resources(rendered):
                 writable = {"/tmp", "/data", "/var/lib/postgresql/data"}
                 assert mounts & writable, f"{where}: no writable mount on a read-only root"
                 checked += 1
-    # local: minio, mc, postgres, mlflow; gpu: those + synth, split, 2 x (wait, pytorch)
-    assert checked == 4 + 10
+    # local: minio, mc, postgres, mlflow (+ its auth-config init); gpu: those + synth, split,
+    # 2 x (wait, pytorch)
+    assert checked == 5 + 11
 
 
 def test_namespace_enforces_restricted_pod_security(rendered):
@@ -520,7 +521,13 @@ def test_mlflow_server_uses_postgres_and_minio(rendered):
     )
     assert option["--artifacts-destination"] == "s3://mlflow"
     assert option["--host"] == "0.0.0.0"
+    assert option["--app-name"] == "basic-auth"  # authentication (docs/lifecycle.md)
     env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/auth/basic_auth.ini"
+    assert {"name": "mlflow-auth"} in [ref["secretRef"] for ref in container["envFrom"]]
+    pod = _one(rendered["gpu"], "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert "/tmp/basic_auth.ini" in init["args"][0] and "PASSWORD" not in str(init.get("env"))
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio:9000"
     # $(VAR) expansion only sees variables defined before use: the credentials come first.
     names = [e["name"] for e in container["env"]]
