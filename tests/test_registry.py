@@ -229,7 +229,13 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert tags["checkpoint_sha256"] == file_sha256(checkpoints[0])
     assert tags["data_version"].endswith(".dir") and len(tags["params_hash"]) == 16
     assert tags["git_sha"]
-    assert json.loads(tags["confusion_matrix"])["matrix"][1] == [0, 4, 1, 1]
+    assert not [k for k, v in tags.items() if v.startswith(("{", "["))]  # scalars only
+    assert tags["gate_summary"] == "4 passed, 0 failed, 2 skipped"
+    from dsnet.lifecycle.registry import registration_record
+
+    record = registration_record(client, version)
+    assert record["confusion_matrix"]["matrix"][1] == [0, 4, 1, 1]
+    assert [c["name"] for c in record["criteria"]][:3] == ["map50", "recall", "acc"]
     assert tags["ap.normal"] == "0.9" and "ap.osteopenia" not in tags  # no such case held out
     assert "| map50 | 0.9000 | >= 0.5000 | pass |" in version.description
     assert version.run_id == receipt["run_id"]
