@@ -83,9 +83,18 @@ def gpu(
     python -m dsnet.bench.gpu (torch only) and bench/gpu.sh; docs/training.md explains
     the table.
     """
-    from dsnet.bench.gpu import TINY_BUDGET, TINY_PROFILE, BenchBudget, bench_gpu, format_table
-    from dsnet.bench.gpu.measure import PRECISIONS
-    from dsnet.bench.gpu.profile import profile_from_params, with_bounds
+    from dsnet.bench.gpu import (  # lazy: fast `dsnet --help`
+        TINY_BUDGET,
+        TINY_PROFILE,
+        BenchBudget,
+        bench_gpu,
+        format_table,
+    )
+    from dsnet.bench.gpu.measure import PRECISIONS  # lazy: fast `dsnet --help`
+    from dsnet.bench.gpu.profile import (  # lazy: fast `dsnet --help`
+        profile_from_params,
+        with_bounds,
+    )
 
     if tiny:
         profile = TINY_PROFILE
