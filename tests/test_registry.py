@@ -20,14 +20,15 @@ import registry_race
 from servers import free_port
 
 from dsnet.core.errors import InputError
+from dsnet.core.fsutil import file_sha256
 from dsnet.lifecycle.registry.client import CHALLENGER, CHAMPION
 from dsnet.lifecycle.registry.events import CLAIM_PREFIX, champion_stack, history
 from dsnet.lifecycle.registry.gate import (
     GateFailedError,
     criterion,
-    file_sha256,
     gate,
     gate_passed,
+    registration_record,
 )
 from dsnet.lifecycle.registry.promotion import RefusedError, promote, rollback
 from dsnet.lifecycle.registry.queries import compare, list_versions
@@ -231,8 +232,6 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert tags["git_sha"]
     assert not [k for k, v in tags.items() if v.startswith(("{", "["))]  # scalars only
     assert tags["gate_summary"] == "4 passed, 0 failed, 2 skipped"
-    from dsnet.lifecycle.registry import registration_record
-
     record = registration_record(client, version)
     assert record["confusion_matrix"]["matrix"][1] == [0, 4, 1, 1]
     assert [c["name"] for c in record["criteria"]][:3] == ["map50", "recall", "acc"]

@@ -21,7 +21,7 @@ from servers import mlflow_tracking_server
 
 from dsnet.evaluation.evaluate import evaluate
 from dsnet.evaluation.review.evidence import review_paths
-from dsnet.lifecycle.registry import register
+from dsnet.lifecycle.registry.register import register
 
 PERMISSIVE = {"model_name": "dsnet", "min_map50": 0.0, "min_recall": 0.0, "min_acc": 0.0,
               "beat_hu_baseline": False, "champion_margin": 1.0}  # fmt: skip
