@@ -21,6 +21,7 @@ from servers import mlflow_tracking_server
 
 from dsnet.evaluation.evaluate import evaluate
 from dsnet.evaluation.review.evidence import review_paths
+from dsnet.lifecycle.registry.events import history
 from dsnet.lifecycle.registry.register import register
 
 PERMISSIVE = {"model_name": "dsnet", "min_map50": 0.0, "min_recall": 0.0, "min_acc": 0.0,
@@ -137,6 +138,7 @@ def test_anonymous_promote_is_refused_in_one_line(server):
     assert "champion" not in client(server["admin"]).get_registered_model("dsnet").aliases
 
 
+@pytest.mark.slow  # two CLI processes against the auth server (~50 s on 2 loaded cores)
 def test_wrong_password_and_edit_permission_are_refused(server):
     wrong = {**server["users"]["mona"], "MLFLOW_TRACKING_PASSWORD": "not-her-password-123"}
     refused = cli(server, wrong, "registry", "promote", "--version", "1", "--reason", "x")
@@ -157,10 +159,11 @@ def test_authenticated_promote_records_that_user_not_a_declared_name(server):
     assert champion.version == "1"
     assert champion.tags["promoted_by"] == "mona"  # DSNET_USER was "mallory"
     assert champion.tags["promoted_by_authenticated"] == "true"
-    history = json.loads(mlflow_client.get_registered_model("dsnet").tags["champion_history"])
-    assert (history[-1]["by"], history[-1]["authenticated"]) == ("mona", True)
+    events = history(mlflow_client, "dsnet")  # one champion_event.<seq> tag per event
+    assert (events[-1]["by"], events[-1]["authenticated"]) == ("mona", True)
 
 
+@pytest.mark.slow  # evaluates and registers a second model
 def test_a_later_model_is_compared_with_the_champion_on_the_same_holdout(server):
     receipt = evaluate_and_register(server["root"] / "two", _checkpoint(server["root"] / "two", 1),
                                     server)  # fmt: skip
@@ -198,6 +201,7 @@ def test_review_against_another_version_rebuilds_the_comparison(server):
     assert missing.returncode == 2 and "no such model version" in missing.stderr
 
 
+@pytest.mark.slow  # needs v2 from the slow test above
 def test_rollback_records_the_authenticated_user(server):
     promoted = cli(server, server["users"]["mona"], "registry", "promote", "--version", "2",
                    "--reason", "better")  # fmt: skip
