@@ -1,6 +1,7 @@
 """Component ``evaluate``: the paper's metrics on the hold-out patients, with UI views."""
 
 from kfp.dsl import (
+    HTML,
     Artifact,
     ClassificationMetrics,
     Dataset,
@@ -28,6 +29,7 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     report: Output[Markdown],
+    review: Output[HTML],
 ):
     """Evaluate the model on the split's test patients (dsnet evaluate).
 
@@ -40,10 +42,13 @@ def evaluate(
         s3_endpoint_url: S3 endpoint of MLflow's artifact store.
         kfp_run_id: The KFP run id (tag kfp.run_id of the MLflow runs this step starts).
         pipeline_version: The compiled pipeline's version (tag kfp.pipeline_version).
-        evaluation: Folder with metrics.json and plots/ (PR curves, confusion, loss).
+        evaluation: Folder with metrics.json, plots/ (PR curves, confusion, loss) and
+            review/ (evidence.json, report.html; the register step attaches them).
         metrics: mAP50, recall, accuracy, FPS, patient accuracy, HU baseline.
         confusion: True class x answer (plus missed), for the KFP UI.
         report: The metrics as Markdown tables.
+        review: The review report (intervals, champion comparison, error gallery), one
+            self-contained HTML page the KFP UI renders.
     """
     import os
     import shutil
@@ -51,6 +56,7 @@ def evaluate(
     from dsnet.core.config import load_params
     from dsnet.core.fsutil import atomic_write_text
     from dsnet.evaluation.evaluate import evaluate as evaluate_model
+    from dsnet.evaluation.review.evidence import review_paths
     from dsnet.platform.metrics_views import evaluation_markdown, kfp_confusion_matrix
     from dsnet.platform.services import use_services
     from dsnet.tracking.runs import numeric_metrics
@@ -74,3 +80,5 @@ def evaluate(
     categories, matrix = kfp_confusion_matrix(result)
     confusion.log_confusion_matrix(categories, matrix)
     atomic_write_text(report.path, evaluation_markdown(result))
+    _, review_html = review_paths(os.path.join(evaluation.path, "metrics.json"))
+    shutil.copyfile(review_html, review.path)

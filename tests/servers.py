@@ -72,11 +72,64 @@ class S3Server:
 
 @dataclass(frozen=True)
 class MlflowServer:
-    """A running MLflow tracking server and the client environment for it."""
+    """A running MLflow tracking server and the client environment for it.
+
+    With authentication, `env` holds no credentials (clients are anonymous until they add
+    some, e.g. :meth:`login`); `admin` is the bootstrap admin's ``(username, password)``.
+    """
 
     url: str
     artifact_root: str
     env: dict[str, str] = field(default_factory=dict)
+    admin: tuple[str, str] | None = None
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        """The client environment authenticated as `username`."""
+        return {
+            **self.env,
+            "MLFLOW_TRACKING_USERNAME": username,
+            "MLFLOW_TRACKING_PASSWORD": password,
+        }
+
+    def add_user(self, username: str, model_permissions: dict[str, str]) -> dict[str, str]:
+        """Create a user (random password) with permissions on registered models.
+
+        Args:
+            username: The new user.
+            model_permissions: Registered model name -> READ, EDIT or MANAGE.
+
+        Returns:
+            The client environment logged in as that user.
+
+        """
+        import secrets
+
+        from mlflow.server.auth.client import AuthServiceClient
+
+        if self.admin is None:
+            raise ValueError("this server runs without authentication")
+        password = secrets.token_urlsafe(18)
+        with _environ(self.login(*self.admin)):
+            auth = AuthServiceClient(self.url)
+            auth.create_user(username, password)
+            for model, permission in model_permissions.items():
+                auth.grant_user_permission(username, "registered_model", model, permission)
+        return self.login(username, password)
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block and restore them afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -187,8 +240,13 @@ def mlflow_tracking_server(
     bucket: str = MLFLOW_BUCKET,
     timeout: float = 90,
     template: Path | None = None,
+    auth: bool = False,
 ) -> Iterator[MlflowServer]:
     """Run ``mlflow server`` on 127.0.0.1 (free port): SQLite backend, artifacts in S3.
+
+    With `auth`, the server runs MLflow's basic-auth app (``--app-name basic-auth``) with
+    its user store in `workdir` and a random admin password passed by environment, as the
+    Secret does in infra/ (never in a file).
 
     Args:
         workdir: Folder for the SQLite database and the server log.
@@ -196,6 +254,7 @@ def mlflow_tracking_server(
         bucket: Artifact bucket.
         timeout: Seconds to wait for start-up (database migrations take a few seconds).
         template: An already migrated database to start from (see `migrated_mlflow_db`).
+        auth: Require authentication (basic-auth app, default permission READ).
 
     Yields:
         The server URL, its artifact root and the client environment.
@@ -225,10 +284,30 @@ def mlflow_tracking_server(
         "--no-serve-artifacts",
     ]
     env = {**os.environ, **s3.env, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with running(cmd, f"{url}/health", workdir / "mlflow-server.log", env, timeout):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    admin = None
+    if auth:
+        import secrets
+
+        admin = ("admin", secrets.token_urlsafe(18))
+        config = workdir / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{workdir / 'auth.db'}\n"
+            f"admin_username = {admin[0]}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        cmd += ["--app-name", "basic-auth"]
+        env |= {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        }
+    log = workdir / "mlflow-server.log"
+    with running(cmd, f"{url}/health", log, env, timeout * (3 if auth else 1)):
         client_env = {**s3.env, "MLFLOW_TRACKING_URI": url}
-        yield MlflowServer(url=url, artifact_root=root, env=client_env)
+        yield MlflowServer(url=url, artifact_root=root, env=client_env, admin=admin)
 
 
 @pytest.fixture(scope="session")

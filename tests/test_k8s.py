@@ -38,7 +38,7 @@ from dsnet.platform.trainjob import dump_manifest, trainjob_manifest
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 BASE_KINDS = {
-    "Secret": 3,
+    "Secret": 4,
     "PersistentVolumeClaim": 2,
     "Deployment": 2,
     "StatefulSet": 1,
@@ -217,8 +217,9 @@ def test_every_container_runs_restricted_with_resources(rendered):
                 writable = {"/tmp", "/data", "/var/lib/postgresql/data"}
                 assert mounts & writable, f"{where}: no writable mount on a read-only root"
                 checked += 1
-    # local: seaweedfs, postgres, mlflow; gpu: those + synth, split, the TrainJob's node
-    assert checked == 3 + 6
+    # local: seaweedfs, postgres, mlflow (+ its auth-config init); gpu: those + synth, split,
+    # the TrainJob's node
+    assert checked == 4 + 7
 
 
 def test_upstream_like_runtime_without_security_context_is_rejected_by_restricted(rendered):
@@ -493,7 +494,13 @@ def test_mlflow_server_uses_postgres_and_the_s3_store(rendered):
     )
     assert option["--artifacts-destination"] == "s3://mlflow"
     assert option["--host"] == "0.0.0.0"
+    assert option["--app-name"] == "basic-auth"  # authentication (docs/lifecycle.md)
     env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/auth/basic_auth.ini"
+    assert {"name": "mlflow-auth"} in [ref["secretRef"] for ref in container["envFrom"]]
+    pod = _one(rendered["gpu"], "Deployment", "mlflow")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert "/tmp/basic_auth.ini" in init["args"][0] and "PASSWORD" not in str(init.get("env"))
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://dsnet-s3:8333"
     names = [e["name"] for e in container["env"]]
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(names)

@@ -108,7 +108,7 @@ def data(tmp_path_factory):
 
 
 def run(data, answer: Answer) -> tuple[dict, np.ndarray]:
-    metrics, _, counts = evaluate_detector(
+    metrics, _, counts, _ = evaluate_detector(
         Oracle(data, answer), PREPROCESS, data, list(T_SCORES), CPU, CFG
     )
     json.dumps(metrics)  # the values are plain numbers

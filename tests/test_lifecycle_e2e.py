@@ -72,10 +72,17 @@ def pipeline(tmp_path_factory, s3_server, mlflow_db_template):
     repo = project_copy(root / "repo", deep_merge(TINY, PERMISSIVE))
     use_remote(repo, s3_server.url, ACCESS_KEY, SECRET_KEY)
     head = checked(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    with mlflow_tracking_server(root / "mlflow", s3_server, template=mlflow_db_template) as srv:
+    with (
+        mlflow_tracking_server(
+            root / "mlflow", s3_server, template=mlflow_db_template, auth=True
+        ) as srv,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        for key, value in srv.login(*srv.admin).items():  # the in-process client logs in too
+            mp.setenv(key, value)
         env = {
-            **srv.env,
-            "DSNET_USER": "e2e-reviewer",
+            **srv.login(*srv.admin),
+            "DSNET_USER": "e2e-reviewer",  # ignored: the server says who promotes
             "DSNET_MODEL_CACHE": str(root / "model-cache"),
             "OMP_NUM_THREADS": "1",
             "DVC_NO_ANALYTICS": "1",
@@ -112,6 +119,13 @@ def test_repro_registers_a_challenger_with_lineage_and_metrics(pipeline):
     assert {"loss", "map50"} <= set(run.data.metrics)
     logged = client.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.artifact_location.startswith(f"{pipeline.artifact_root}/")
+    assert version.tags["review_report"] == f"runs:/{train_run_id}/review/report.html"
+    artifacts = {a.path for a in client.list_artifacts(train_run_id, "review")}
+    assert {"review/report.html", "review/evidence.json", "review/patients.json"} <= artifacts
+    assert (repo / "review" / "report.html").stat().st_size > 10_000
+    assert {d.dataset.digest for d in run.inputs.dataset_inputs} == {
+        version.tags["data_version"][:36]
+    }
 
 
 def test_nothing_changed_nothing_runs(pipeline):
@@ -156,7 +170,7 @@ def test_promoted_champion_serves_in_a_fresh_process(pipeline, tmp_path):
     assert promoted.returncode == 0, promoted.stderr
     champion = client.get_model_version_by_alias("dsnet", "champion")
     assert str(champion.version) == "1"
-    assert champion.tags["promoted_by"] == "e2e-reviewer"
+    assert champion.tags["promoted_by"] == "admin"  # the authenticated user
 
     served = checked([sys.executable, "-c", FRESH_PROCESS], tmp_path, env)
     result = json.loads(served.stdout.strip().splitlines()[-1])

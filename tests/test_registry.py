@@ -20,14 +20,15 @@ import registry_race
 from servers import free_port
 
 from dsnet.core.errors import InputError
+from dsnet.core.fsutil import file_sha256
 from dsnet.lifecycle.registry.client import CHALLENGER, CHAMPION
 from dsnet.lifecycle.registry.events import CLAIM_PREFIX, champion_stack, history
 from dsnet.lifecycle.registry.gate import (
     GateFailedError,
     criterion,
-    file_sha256,
     gate,
     gate_passed,
+    registration_record,
 )
 from dsnet.lifecycle.registry.promotion import RefusedError, promote, rollback
 from dsnet.lifecycle.registry.queries import compare, list_versions
@@ -231,7 +232,11 @@ def test_register_creates_a_tagged_challenger_once(local_mlflow, checkpoints):
     assert tags["checkpoint_sha256"] == file_sha256(checkpoints[0])
     assert tags["data_version"].endswith(".dir") and len(tags["params_hash"]) == 16
     assert tags["git_sha"]
-    assert json.loads(tags["confusion_matrix"])["matrix"][1] == [0, 4, 1, 1]
+    assert not [k for k, v in tags.items() if v.startswith(("{", "["))]  # scalars only
+    assert tags["gate_summary"] == "4 passed, 0 failed, 2 skipped"
+    record = registration_record(client, version)
+    assert record["confusion_matrix"]["matrix"][1] == [0, 4, 1, 1]
+    assert [c["name"] for c in record["criteria"]][:3] == ["map50", "recall", "acc"]
     assert tags["ap.normal"] == "0.9" and "ap.osteopenia" not in tags  # no such case held out
     assert "| map50 | 0.9000 | >= 0.5000 | pass |" in version.description
     assert version.run_id == receipt["run_id"]

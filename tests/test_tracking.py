@@ -86,6 +86,35 @@ def test_a_failing_step_marks_its_run_failed(local_store):
     assert _client().get_run(run.run_id).info.status == "FAILED"
 
 
+def test_datasets_tables_and_system_metrics_are_recorded(local_store, monkeypatch):
+    import time
+
+    import dsnet.tracking.system_metrics
+
+    data = local_store / "data" / "synthetic"
+    data.mkdir(parents=True)
+    (data / "annotations.json").write_text("{}")
+    monkeypatch.setattr(dsnet.tracking.system_metrics, "SYSTEM_METRICS_INTERVAL_S", 0.2)
+    with start_run("train", system_metrics=True) as run:
+        run.log_dataset(data, "0123456789abcdef0123456789abcdef.dir", "training")
+        run.log_table([{"patient": "P1", "correct": True}, {"patient": "P2", "correct": False}],
+                      "review/patients.json")  # fmt: skip
+        time.sleep(1.5)
+    record = _client().get_run(run.run_id)
+    (dataset,) = record.inputs.dataset_inputs
+    assert (dataset.dataset.name, dataset.dataset.digest) == (
+        "synthetic", "0123456789abcdef0123456789abcdef.dir"[:36]
+    )  # fmt: skip
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    assert any(key.startswith("system/cpu") for key in record.data.metrics)
+    import json
+
+    local = _client().download_artifacts(run.run_id, "review/patients.json", str(local_store))
+    table = json.loads(Path(local).read_text())  # MLflow's table format
+    assert table["columns"] == ["patient", "correct"]
+    assert table["data"] == [["P1", True], ["P2", False]]
+
+
 def test_resuming_a_run_logs_into_the_same_run(local_store):
     with start_run("train", params=PARAMS) as first:
         first.log_metrics({"loss": 0.5}, step=0)

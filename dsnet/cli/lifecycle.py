@@ -1,4 +1,4 @@
-"""Lifecycle commands: ``dsnet register``, ``dsnet registry list|compare|promote|rollback``."""
+"""Lifecycle commands: ``dsnet register``, ``dsnet registry list|compare|review|promote|...``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,40 @@ def compare(
 
 
 @registry_app.command()
+def review(
+    version: Annotated[int, typer.Argument(help="Version to review.")],
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="'champion' or a version number to compare with (default: the comparison "
+            "of the report attached at registration; otherwise the version is re-evaluated "
+            "on the current hold-out).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default review-vN.html).")
+    ] = None,
+    split: Annotated[Path, typer.Option("--split", help="Split file.")] = Path("data/split.json"),
+    name: NameOption = None,
+    params: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Fetch (or rebuild) the review report of a version: read it before promote."""
+    from rich.console import Console  # lazy: fast `dsnet --help`
+
+    from dsnet.lifecycle.registry.review import review_version  # lazy: fast `dsnet --help`
+
+    resolved = _params_or_empty(params, overrides)
+    model = name or str((resolved.get("register") or {}).get("model_name") or "dsnet")
+    target = out or Path(f"review-v{version}.html")
+    result = review_version(model, version, target, resolved, against, split)
+    compared = result["compared_with"]
+    versus = f" vs v{compared}" if compared else " (no champion comparison)"
+    Console().print(f"review of v{version}{versus} ({result['source']}): {result['out']}")
+
+
+@registry_app.command()
 def promote(
     version: Annotated[int, typer.Option("--version", help="Version to make champion.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")],
@@ -159,6 +193,15 @@ def _register_settings(params: list[Path] | None) -> dict[str, Any]:
     if params is None and not DEFAULT_PARAMS.is_file():
         return {}
     return section(resolve_params(params, None), "register")
+
+
+def _params_or_empty(params: list[Path] | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The resolved params, or none where there is no params.yaml (attached reports)."""
+    from dsnet.core.config import DEFAULT_PARAMS  # lazy: fast `dsnet --help`
+
+    if params is None and not DEFAULT_PARAMS.is_file():
+        return {}
+    return resolve_params(params, overrides)
 
 
 def _default_name(params: list[Path] | None) -> str:

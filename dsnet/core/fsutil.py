@@ -16,6 +16,7 @@ version of the output untouched.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -226,3 +227,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
         _OURS.discard(old)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

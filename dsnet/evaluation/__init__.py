@@ -2,7 +2,9 @@
 
 `evaluate` (the step), `coco` (pycocotools' COCOeval), `detection` (matching-based
 recall, accuracy, confusion matrix, patient-level accuracy), `plots` (draw and export
-them), `ablate` (the paper's Tables 1-2). Definitions in docs/metrics.md.
+them), `ablate` (the paper's Tables 1-2), `review/` (the review report `evaluate` writes:
+intervals, champion comparison, error gallery, per-patient table). Definitions in
+docs/metrics.md.
 
 May import: dsnet.core, dsnet.io, dsnet.data, dsnet.models, dsnet.tracking, dsnet.inference,
 dsnet.training

@@ -13,15 +13,17 @@ every slice of the split's test patients and writes ``metrics.json``:
   ground-truth box and in the detector's box, per slice and per patient;
 - ``fps``, ``seconds_per_image``, ``device``: inference speed after warm-up.
 
-Plots (PR curves, confusion matrix, training loss) go to `plots_dir`. When a
-``train_run.json`` with a ``run_id`` sits beside the model, the metrics and plots are
-also logged to that MLflow run through `dsnet.tracking.runs`.
+Plots (PR curves, confusion matrix, training loss) go to `plots_dir`; the review report
+(`dsnet.evaluation.review`: bootstrap intervals, champion comparison, error gallery,
+per-patient table) goes to ``review/`` beside ``metrics.json``. When a ``train_run.json``
+with a ``run_id`` sits beside the model, the metrics, plots, review, per-patient table
+(``log_table``) and the hold-out data set (``log_dataset``) are also logged to that MLflow
+run through `dsnet.tracking.runs`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -34,7 +36,9 @@ from dsnet.core.fsutil import atomic_write_json
 from dsnet.data.contract import load_data_dir
 from dsnet.data.split import read_split
 from dsnet.evaluation.plots import write_confusion, write_loss_curve, write_pr_curves
-from dsnet.evaluation.scoring import evaluate_detector
+from dsnet.evaluation.review.evidence import REVIEW_DIR, review_paths
+from dsnet.evaluation.review.step import review_evaluation
+from dsnet.evaluation.scoring import evaluate_detector, json_safe
 from dsnet.inference.detect import DEFAULT_DECISION_THRESHOLD
 from dsnet.inference.load import load_detector
 from dsnet.tracking.runs import start_run
@@ -58,17 +62,6 @@ METRIC_KEYS = (
 )
 
 
-def json_safe(value: Any) -> Any:
-    """Replace non-finite floats (undefined metrics) by ``None`` so the JSON is valid."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def train_run_id(model_path: Path) -> str | None:
     """Return the MLflow run id training recorded in ``train_run.json`` beside the model."""
     path = model_path.parent / TRAIN_RUN_FILE
@@ -88,6 +81,7 @@ def evaluate(
     metrics_path: str | PathLike[str],
     plots_dir: str | PathLike[str],
     params: Mapping[str, Any],
+    review_against: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test patients of a split and write the metrics.
 
@@ -99,7 +93,10 @@ def evaluate(
         plots_dir: Folder for the plot files (`dsnet.evaluation.plots`).
         params: Parameters; the ``evaluate`` section is used (``score_threshold``,
             ``decision_threshold``, ``iou_threshold``, ``hu_thresholds``, ``fps_warmup``,
-            ``device``, ``channels_last``, ``cudnn_benchmark``).
+            ``device``, ``channels_last``, ``cudnn_benchmark``, ``review``);
+            ``register.model_name`` names the registered model whose champion the review
+            compares with.
+        review_against: Compare with this registered version instead of the champion.
 
     Returns:
         The metrics written (undefined values as ``None``).
@@ -122,7 +119,7 @@ def evaluate(
     decision = float(cfg.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
     kept = min(float(cfg.get("score_threshold", 0.05)), decision)  # answers must survive too
     model, ckpt = load_detector(model_path, device, kept, cfg.get("channels_last", False))
-    metrics, aware, counts = evaluate_detector(
+    metrics, aware, counts, results = evaluate_detector(
         model, ckpt["preprocess"], data, test_patients, device, cfg
     )
     metrics = json_safe(metrics | {"model": str(model_path)})
@@ -134,14 +131,34 @@ def evaluate(
     loss_png = write_loss_curve(plots_dir / "train_loss.csv", plots_dir / "train_loss.png")
     plots += [loss_png] if loss_png else []
     atomic_write_json(metrics_path, metrics)
-    _log_to_training_run(model_path, Path(metrics_path), plots, metrics)
+    evidence = review_evaluation(
+        model_path=model_path,
+        checkpoint=ckpt,
+        data=data,
+        data_dir=data_dir,
+        images=[r.image for r in results],
+        results=results,
+        truth={p: data.diagnosis(p) for p in test_patients},
+        metrics=metrics,
+        params=params,
+        plots_dir=plots_dir,
+        metrics_path=Path(metrics_path),
+        device=device,
+        against=review_against,
+    )
+    _log_to_training_run(model_path, Path(metrics_path), plots, metrics, evidence, data_dir)
     return metrics
 
 
 def _log_to_training_run(
-    model_path: Path, metrics_path: Path, plots: Sequence[Path], metrics: Mapping[str, Any]
+    model_path: Path,
+    metrics_path: Path,
+    plots: Sequence[Path],
+    metrics: Mapping[str, Any],
+    evidence: Mapping[str, Any],
+    data_dir: str | PathLike[str],
 ) -> None:
-    """Log metrics and plots to the training run of the model, if training recorded one."""
+    """Log metrics, plots, review and hold-out to the training run, if training recorded one."""
     run_id = train_run_id(model_path)
     if run_id is None:
         return
@@ -151,3 +168,8 @@ def _log_to_training_run(
         run.log_artifact(metrics_path, "evaluation")
         for plot in plots:
             run.log_artifact(plot, "evaluation/plots")
+        for path in review_paths(metrics_path):
+            run.log_artifact(path, REVIEW_DIR)
+        run.log_table(evidence["patients"], f"{REVIEW_DIR}/patients.json")
+        card = evidence["card"]["data"]
+        run.log_dataset(data_dir, card["version"], "evaluation", card["synthetic"])

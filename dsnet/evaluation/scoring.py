@@ -239,6 +239,17 @@ def compute_metrics(
     )
 
 
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (undefined metrics) by ``None`` so the JSON is valid."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _xywh(boxes_xyxy: Any) -> list[list[float]]:
     """COCO ``[x, y, w, h]`` lists of float[N, 4] xyxy boxes (`torchvision.ops.box_convert`)."""
     xyxy = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float64)).reshape(-1, 4)
@@ -252,7 +263,7 @@ def evaluate_detector(
     test_patients: Sequence[str],
     device: Any,
     cfg: Mapping[str, Any],
-) -> tuple[dict[str, Any], CocoAP, MatchCounts]:
+) -> tuple[dict[str, Any], CocoAP, MatchCounts, list[SliceResult]]:
     """Run a detector on the slices of the test patients and compute every metric.
 
     Args:
@@ -266,8 +277,9 @@ def evaluate_detector(
         cfg: The ``evaluate`` parameters.
 
     Returns:
-        ``(metrics, class-aware AP, match counts)`` as `compute_metrics`, the metrics
-        with the speed and device entries added (undefined values still ``nan``).
+        ``(metrics, class-aware AP, match counts, results)``: the first three as
+        `compute_metrics`, the metrics with the speed and device entries added (undefined
+        values still ``nan``); `results` the evaluated slices (`run_test_set`).
 
     """
     results = run_test_set(
@@ -288,6 +300,4 @@ def evaluate_detector(
         "seconds_per_image": total / len(results),
         "device": device_description(device),
     }
-    return metrics, aware, counts
-
-
+    return metrics, aware, counts, results

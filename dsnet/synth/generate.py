@@ -124,7 +124,6 @@ def is_synth_output(folder: Path) -> bool:
     )
 
 
-def _check_arguments(patients: int, seed: int, slices_per_vertebra: int) -> None:
 def _check_arguments(
     patients: int, seed: int, slices_per_vertebra: int, variants: float = 0.0
 ) -> None:

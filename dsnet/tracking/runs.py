@@ -43,7 +43,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from dsnet.core.errors import InputError
+from dsnet.tracking import inputs
 from dsnet.tracking.lineage import system_tags
+from dsnet.tracking.system_metrics import start_monitor, stop_monitor
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
@@ -227,6 +229,18 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Do nothing."""
 
+    def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Do nothing."""
+
+    def log_dataset(
+        self,
+        data_dir: str | os.PathLike[str],
+        digest: str,
+        context: str,
+        synthetic: bool | None = None,
+    ) -> None:
+        """Do nothing."""
+
 
 class RunTracker:
     """Logs to one MLflow run through ``MlflowClient`` (no global active-run state).
@@ -269,6 +283,20 @@ class RunTracker:
         """Set string tags on the run."""
         self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Log `rows` as an MLflow table (`dsnet.tracking.inputs.log_table`)."""
+        inputs.log_table(self._client, self.run_id, rows, artifact_file)
+
+    def log_dataset(
+        self,
+        data_dir: str | os.PathLike[str],
+        digest: str,
+        context: str,
+        synthetic: bool | None = None,
+    ) -> None:
+        """Record the data dir as a run input (`dsnet.tracking.inputs.log_dataset`)."""
+        inputs.log_dataset(self._client, self.run_id, data_dir, digest, context, synthetic)
+
 
 @contextlib.contextmanager
 def start_run(
@@ -276,6 +304,7 @@ def start_run(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[RunTracker | NullTracker]:
     """Open an MLflow run for one pipeline step and close it with the step's outcome.
 
@@ -288,6 +317,8 @@ def start_run(
         params: Resolved parameters of the step.
         tags: Extra run tags.
         run_id: Resume this existing run instead of creating one (params are not re-logged).
+        system_metrics: Sample CPU/GPU/memory/disk/network usage into the run's
+            ``system/*`` metrics while the block runs (`dsnet.tracking.system_metrics`).
 
     Yields:
         A :class:`RunTracker`, or a :class:`NullTracker` when ``DSNET_TRACKING=off``.
@@ -312,11 +343,14 @@ def start_run(
         tracker = RunTracker(run_id)
         if tags:
             tracker.set_tags(tags)
+    monitor = start_monitor(tracker.run_id) if system_metrics else None
     try:
         yield tracker
     except BaseException:
+        stop_monitor(monitor)
         client.set_terminated(tracker.run_id, status="FAILED")
         raise
+    stop_monitor(monitor)
     client.set_terminated(tracker.run_id, status="FINISHED")
 
 

@@ -213,7 +213,7 @@ def _train(
     progress = TrainingProgress(
         ctx.is_main, len(loader) * max(epochs - start_epoch, 0), start_epoch + 1, epochs
     )
-    with _tracker(ctx, params, lineage, run_id) as run, progress:
+    with _tracker(ctx, params, lineage, run_id, data_dir) as run, progress:
         progress.log(
             f"training {cfg['backbone']}+{cfg['attention']} on {len(dataset)} images, "
             f"{device} x{ctx.world_size}, epochs {start_epoch + 1}..{epochs}"
@@ -320,13 +320,19 @@ def _lineage(data_dir: Path, params: Mapping[str, Any]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _tracker(
-    ctx: DistContext, params: Mapping[str, Any], tags: Mapping[str, str], run_id: str | None
+    ctx: DistContext,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    run_id: str | None,
+    data_dir: Path,
 ) -> Iterator[Any]:
-    """Open the MLflow run of this training on rank 0; other ranks get a no-op tracker."""
+    """Open the training's MLflow run on rank 0 (data input, system metrics); others: no-op."""
     if not ctx.is_main:
         yield NullTracker()
         return
-    with start_run(step="train", params=params, tags=tags, run_id=run_id) as run:
+    with start_run("train", params=params, tags=tags, run_id=run_id, system_metrics=True) as run:
+        if tags.get("data_version"):
+            run.log_dataset(data_dir, tags["data_version"], "training")
         yield run
 
 

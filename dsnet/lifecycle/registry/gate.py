@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from mlflow.exceptions import MlflowException
 
 from dsnet.core.errors import InputError
 from dsnet.data.split import read_split
@@ -150,13 +153,29 @@ def holdout_id(data_version: str, split_path: str | os.PathLike[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def gate_artifact(checkpoint_sha256: str) -> str:
+    """Run artifact holding a registration's criteria and confusion matrix (JSON)."""
+    return f"registration/{checkpoint_sha256[:12]}/gate.json"
+
+
+def registration_record(mlflow_client: Any, version: Any) -> dict[str, Any]:
+    """The :func:`gate_artifact` of a version (``{}`` when it has none).
+
+    Args:
+        mlflow_client: An ``MlflowClient`` (its tracking store serves the artifact).
+        version: The model version (``tags["checkpoint_sha256"]``, ``run_id``).
+
+    Returns:
+        ``{"criteria": [...], "confusion_matrix": [[...]] | None}`` or ``{}``.
+
+    """
+    path = gate_artifact(version.tags.get("checkpoint_sha256", ""))
+    try:
+        with tempfile.TemporaryDirectory(prefix="dsnet-gate-") as scratch:
+            local = mlflow_client.download_artifacts(version.run_id, path, scratch)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+    except (MlflowException, OSError, ValueError):
+        return {}
 
 
 def description(metrics: Mapping[str, Any], criteria: list[Mapping[str, Any]]) -> str:

@@ -3,20 +3,22 @@
 Each promotion or rollback appends one event to the champion history
 (`dsnet.lifecycle.registry.events`: a registered-model tag per event, appended lock-free)
 and then moves the alias to the top of the replayed history, checked-and-set. The
-versions involved get tags (``promoted_at``, ``promoted_by``, ``promotion_reason``, ...).
+versions involved get tags (``promoted_at``, ``promoted_by`` = the user the tracking server
+authenticated, ``promotion_reason``, ...); each event records that user too
+(`dsnet.lifecycle.registry.auth`: with basic-auth only a user with MANAGE on the model may
+move ``champion``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from dsnet.core.errors import InputError
+from dsnet.lifecycle.registry.auth import Actor, authorize_champion_change
 from dsnet.lifecycle.registry.client import (
     CHAMPION,
     _now,
-    _whoami,
     alias_version,
     client,
     version_metrics,
@@ -53,12 +55,10 @@ def promotion_problems(candidate: Any, champion: Any | None, margin: float) -> l
                     f"{theirs[key]:.4f} by more than {margin}"
                 )
         return problems
-    gate_criteria = json.loads(candidate.tags.get("gate_criteria", "[]"))
-    compared = [c for c in gate_criteria if c["name"].startswith("vs_champion_")]
     against = f"champion v{champion.version} "
-    if not compared or not all(
-        c["status"] == "pass" and c["note"].startswith(against) for c in compared
-    ):
+    if candidate.tags.get("gate_vs_champion") != "pass" or not candidate.tags.get(
+        "gate_champion_note", ""
+    ).startswith(against):
         problems.append(
             f"v{candidate.version} was not compared with champion v{champion.version} on the "
             "same hold-out; re-register it against the current data"
@@ -80,16 +80,19 @@ def promote(
 
     Returns:
         The history event ``{"action": "promote", "version", "previous", "at", "by",
-        "reason", "forced", "overridden"}``.
+        "authenticated", "reason", "forced", "overridden"}``.
 
     Raises:
         RefusedError: Problems found and not `force`; nothing changes.
         InputError: Unknown version or empty reason.
+        NotAuthorizedError: The tracking server did not authenticate the caller, or the
+            caller lacks MANAGE on `name` (`dsnet.lifecycle.registry.auth`); nothing changes.
 
     """
     if not reason.strip():
         raise InputError("--reason", "a promotion needs a reason")
     mlflow_client = client()
+    actor = authorize_champion_change(name)
     candidate = _get_version(mlflow_client, name, version)
 
     def promotion(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def promote(
         problems = promotion_problems(candidate, champion, margin)
         if problems and not force:
             raise RefusedError(f"{name} v{version}", "; ".join(problems) + " (use --force)")
-        return _event("promote", candidate.version, champion, reason, force, problems)
+        return _event("promote", candidate.version, champion, reason, force, problems, actor)
 
     event = append_event(mlflow_client, name, promotion)
     _point_champion(mlflow_client, name)
@@ -112,6 +115,7 @@ def promote(
         {
             "promoted_at": event["at"],
             "promoted_by": event["by"],
+            "promoted_by_authenticated": str(event["authenticated"]).lower(),
             "promotion_reason": reason,
             "promotion_forced": str(force and bool(problems)).lower(),
             **({"promotion_overrode": "; ".join(problems)} if force and problems else {}),
@@ -127,15 +131,17 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
 
     Returns:
         The history event ``{"action": "rollback", "version" (now champion),
-        "previous" (rolled back), "at", "by", "reason"}``.
+        "previous" (rolled back), "at", "by", "authenticated", "reason"}``.
 
     Raises:
         RefusedError: No previous champion, or the alias no longer matches the history.
+        NotAuthorizedError: As for :func:`promote`.
 
     """
     if not reason.strip():
         raise InputError("--reason", "a rollback needs a reason")
     mlflow_client = client()
+    actor = authorize_champion_change(name)
 
     def roll_back(events: list[dict[str, Any]]) -> dict[str, Any]:
         stack = champion_stack(events)
@@ -148,7 +154,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
                 f"{name}@{CHAMPION}",
                 f"alias points to {current} but the history ends with v{stack[-1]}",
             )
-        return _event("rollback", stack[-2], champion, reason, False, [])
+        return _event("rollback", stack[-2], champion, reason, False, [], actor)
 
     event = append_event(mlflow_client, name, roll_back)
     _point_champion(mlflow_client, name)
@@ -167,14 +173,21 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
 
 
 def _event(
-    action: str, version: str, champion: Any | None, reason: str, force: bool, problems: list[str]
+    action: str,
+    version: str,
+    champion: Any | None,
+    reason: str,
+    force: bool,
+    problems: list[str],
+    actor: Actor,
 ) -> dict[str, Any]:
     return {
         "action": action,
         "version": str(version),
         "previous": None if champion is None else str(champion.version),
         "at": _now(),
-        "by": _whoami(),
+        "by": actor.username,
+        "authenticated": actor.authenticated,
         "reason": reason,
         "forced": bool(force and problems),
         "overridden": problems if force else [],

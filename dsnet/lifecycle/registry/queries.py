@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from dsnet.lifecycle.registry.client import (
     version_metrics,
     versions,
 )
+from dsnet.lifecycle.registry.gate import registration_record
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:
@@ -69,14 +69,14 @@ def compare(name: str, a: int, b: int) -> dict[str, Any]:
     Returns:
         ``{"a": row, "b": row, "metrics": [{"name", "a", "b", "delta"}],
         "same_holdout": bool}`` where a row holds the version's tags of interest and its
-        ``confusion_matrix`` (list of lists, or ``None``).
+        ``confusion_matrix`` (list of lists from the registration's gate artifact, or
+        ``None``).
 
     """
     mlflow_client = client()
     rows = {}
     for key, number in (("a", a), ("b", b)):
         v = _get_version(mlflow_client, name, number)
-        matrix = v.tags.get("confusion_matrix")
         rows[key] = {
             "version": int(v.version),
             "metrics": version_metrics(v),
@@ -86,7 +86,7 @@ def compare(name: str, a: int, b: int) -> dict[str, Any]:
             "holdout": v.tags.get("holdout", ""),
             "backbone": v.tags.get("backbone", ""),
             "attention": v.tags.get("attention", ""),
-            "confusion_matrix": json.loads(matrix) if matrix else None,
+            "confusion_matrix": registration_record(mlflow_client, v).get("confusion_matrix"),
         }
     table = []
     for key in METRIC_KEYS:

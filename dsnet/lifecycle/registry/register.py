@@ -26,8 +26,9 @@ from typing import Any
 
 from dsnet.core.config import section
 from dsnet.core.errors import InputError
-from dsnet.core.fsutil import atomic_write_json
+from dsnet.core.fsutil import atomic_write_json, file_sha256
 from dsnet.evaluation.evaluate import evaluate
+from dsnet.evaluation.review.evidence import review_paths
 from dsnet.inference.load import checkpoint_from_uri, checkpoint_model_config
 from dsnet.lifecycle.registry.client import (
     CHALLENGER,
@@ -44,12 +45,13 @@ from dsnet.lifecycle.registry.events import point_alias
 from dsnet.lifecycle.registry.gate import (
     GateFailedError,
     description,
-    file_sha256,
     gate,
+    gate_artifact,
     gate_passed,
     holdout_id,
     read_metrics,
 )
+from dsnet.lifecycle.registry.review import REPORT_TAG, attach_review, description_link
 from dsnet.tracking.lineage import LINEAGE_KEYS, lineage_tags
 from dsnet.tracking.runs import tracking_enabled
 
@@ -126,8 +128,15 @@ def register(
         if gate_passed(criteria):
             receipt.update(
                 register_version(
-                    mlflow_client, model_path, metrics, params, criteria, lineage, receipt
-                )
+                    mlflow_client,
+                    model_path,
+                    metrics,
+                    params,
+                    criteria,
+                    lineage,
+                    receipt,
+                    review_paths(metrics_path)[0],
+                )  # fmt: skip
             )
     passed = gate_passed(criteria)
     receipt["gate"] = "passed" if passed else "failed"
@@ -234,7 +243,11 @@ def version_tags(
     receipt: Mapping[str, Any],
     criteria: list[Mapping[str, Any]],
 ) -> dict[str, str]:
-    """Tags of a new model version: lineage, metrics, architecture, gate and identity."""
+    """Tags of a new model version: lineage, metrics, architecture, gate and identity.
+
+    Every tag is a short scalar a person can read in the MLflow UI; structured data (the
+    criteria, the confusion matrix) go to the run's artifact `gate_artifact`.
+    """
     tags = {key: str(value) for key, value in lineage.items()}
     for key in METRIC_KEYS:
         if isinstance(metrics.get(key), int | float):
@@ -242,19 +255,23 @@ def version_tags(
     for cls, ap in (metrics.get("ap_per_class") or {}).items():
         if isinstance(ap, int | float):  # None: the class is absent from the hold-out
             tags[f"ap.{cls}"] = f"{float(ap):.6g}"
-    if metrics.get("confusion_matrix") is not None:
-        tags["confusion_matrix"] = json.dumps(metrics["confusion_matrix"])
     tags["backbone"] = str(model_cfg.get("backbone", "?"))
     tags["attention"] = str(model_cfg.get("attention", "?"))
     tags["gate"] = "passed"
-    tags["gate_criteria"] = json.dumps(criteria)
+    failed = [c["name"] for c in criteria if c["status"] == "fail"]
+    tags["gate_summary"] = (
+        f"{sum(c['status'] == 'pass' for c in criteria)} passed, {len(failed)} failed, "
+        f"{sum(c['status'] == 'skipped' for c in criteria)} skipped"
+    )
     tags["holdout"] = receipt["holdout"]
     tags["checkpoint_sha256"] = receipt["checkpoint_sha256"]
     if receipt.get("run_id"):
         tags["run_id"] = receipt["run_id"]
-    champion = next((c for c in criteria if c["name"].startswith("vs_champion_")), None)
-    if champion is not None and champion["status"] != "skipped":
-        tags["gate_champion_note"] = champion["note"]
+    compared = [c for c in criteria if c["name"].startswith("vs_champion_")]
+    if compared and all(c["status"] != "skipped" for c in compared):
+        tags["gate_champion_note"] = compared[0]["note"]
+        passed = all(c["status"] == "pass" for c in compared)
+        tags["gate_vs_champion"] = "pass" if passed else "fail"
     return tags
 
 
@@ -266,8 +283,14 @@ def register_version(
     criteria: list[Mapping[str, Any]],
     lineage: Mapping[str, str],
     receipt: Mapping[str, Any],
+    evidence_path: Path | None = None,
 ) -> dict[str, Any]:
     """Log the pyfunc model and create the version (one version per checkpoint, lock-free).
+
+    The gate's criteria and the confusion matrix go to the run artifact `gate_artifact`;
+    the evaluation's review report (`evidence_path`, re-rendered with the criteria,
+    `dsnet.lifecycle.registry.review.attach_review`) is logged to the model's run and
+    linked from the description.
 
     Returns:
         Receipt fields: ``registered``, ``version``, ``aliases``, ``model_uri``,
@@ -284,13 +307,18 @@ def register_version(
 
     info = log_pyfunc(model_path, run_id=receipt["run_id"], params=params)
     tags["run_id"] = info.run_id
+    record = {"criteria": criteria, "confusion_matrix": metrics.get("confusion_matrix")}
+    mlflow_client.log_dict(info.run_id, record, gate_artifact(sha))
+    review = attach_review(mlflow_client, info.run_id, evidence_path, criteria)
+    if review is not None:
+        tags[REPORT_TAG] = review
     ensure_registered_model(mlflow_client, name)
     version = mlflow_client.create_model_version(
         name,
         source=info.model_uri,
         run_id=info.run_id,
         tags=tags,
-        description=description(metrics, criteria),
+        description=description(metrics, criteria) + "\n\n" + description_link(review),
         model_id=info.model_id,
     )
     # A racing registration of the same checkpoint may have created a version too: the
