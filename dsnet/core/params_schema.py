@@ -125,9 +125,15 @@ DEVICE = choice("auto", "cpu", "cuda")
 
 SCHEMA: dict[str, Any] = {
     "data": {"dir": text},
-    "synth": {"patients": COUNT, "seed": SEED, "slices_per_vertebra": integer(1, 8)},
+    "synth": {
+        "patients": COUNT,
+        "seed": SEED,
+        "slices_per_vertebra": integer(1, 8),
+        "variants": PROBABILITY,
+    },
     "preprocess": {
         "spacing_mm": num(0.0, 5.0, open_low=True),
+        "canvas_px": integer(32, 4096),
         "windows": list_of(ordered(list_of(num(), 2))),
     },
     "split": {"test_fraction": num(0.0, 1.0, open_low=True, open_high=True), "seed": SEED},
@@ -137,8 +143,6 @@ SCHEMA: dict[str, Any] = {
         "ds_residual": choice(True, False),
         "weights": optional(text),
         "trainable_layers": integer(0, 5),
-        "min_size": integer(32, 4096),
-        "max_size": integer(32, 4096),
         "anchor_sizes": ordered(list_of(integer(1, 4096))),
         "detector": {  # torchvision FasterRCNN keyword arguments that YAML can give
             "rpn_pre_nms_top_n_train": COUNT,
@@ -196,6 +200,7 @@ SCHEMA: dict[str, Any] = {
         "device": DEVICE,
         "channels_last": choice(True, False),
         "cudnn_benchmark": choice(True, False),
+        "review": {"bootstrap_draws": COUNT, "seed": SEED, "gallery_max": integer(0)},
     },
     "ablate": {"configs": list_of(text), "weights": mapping_of(text)},
     "register": {
