@@ -33,9 +33,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 KEY = "corpus-test-key-0123456789"
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 TINY_TRAIN = {
-    "preprocess": {"spacing_mm": 1.5, "windows": [[-200, 1200], [0, 400], [-160, 240]]},
-    "model": {"backbone": "mobilenet_v3", "attention": "none", "min_size": 128,
-              "max_size": 128, "anchor_sizes": []},
+    "preprocess": {"spacing_mm": 1.5, "canvas_px": 128,
+                   "windows": [[-200, 1200], [0, 400], [-160, 240]]},
+    "model": {"backbone": "mobilenet_v3", "attention": "none", "anchor_sizes": []},
     "train": {"device": "cpu", "epochs": 1, "batch_size": 2, "workers": 1, "amp": False,
               "cpu_bf16": False},
 }  # fmt: skip

@@ -36,9 +36,9 @@ def _checkpoint(folder: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True,
-         "min_size": 128, "max_size": 128},
+        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True},
         num_classes=4,
+        canvas_px=tiny.PREPROCESS["canvas_px"],
     )  # fmt: skip
     meta = {"epochs": 1, "git_sha": f"sha-{seed}", "params_hash": "p", "data_version": "d"}
     return save_checkpoint(folder / "model.pt", build_model(config), config, tiny.PREPROCESS, meta)
