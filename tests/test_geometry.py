@@ -275,7 +275,8 @@ def test_generator_tags_match_its_stored_pixels(tmp_path):
     )  # fmt: skip
     for frame in storage_frames((12, 20), (0.7, 0.7)):
         storage = (frame.transpose, frame.flip_rows, frame.flip_cols)
-        ds = ct_slice_dataset(StudyInfo(**{**study.__dict__, "storage": storage}), display, 5.0, 1)
+        stored_study = StudyInfo(**{**study.__dict__, "storage": storage})
+        ds = ct_slice_dataset(stored_study, display, 5.0, 1, image_key="L1 1/1")
         path = tmp_path / f"{storage}.dcm"
         ds.save_as(path, enforce_file_format=True)
         ct = read_slice(path)

@@ -32,7 +32,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_path
-from dsnet.core.params_schema import SCHEMA, check_params
+from dsnet.core.params_schema import SCHEMA, check_params, integer
 from dsnet.core.torchfile import load_torch_file
 from dsnet.data.classes import CATEGORIES
 from dsnet.models import build_detector
@@ -226,6 +226,10 @@ def check_config(path: Path, checkpoint: Mapping[str, Any]) -> None:
         except InputError as exc:
             key = exc.path.removeprefix("params ").removesuffix(" (checkpoint)")
             raise InputError(path, f"checkpoint config {key}: {exc.reason}") from None
+    for key in RESIZE_KEYS:  # set from the canvas, so not parameters of their own
+        problem = integer(32, 4096)(checkpoint["model"][key])
+        if problem:
+            raise InputError(path, f"checkpoint config model.{key}: {problem}")
 
 
 def load_checkpoint(
