@@ -82,7 +82,7 @@ def rows_of(table: str) -> list[str]:
     return [line.split(" | ")[0].removeprefix("| ") for line in body[1:]]
 
 
-def test_all_eight_rows_carry_the_papers_numbers():
+def test_every_row_carries_the_papers_numbers():
     metrics = {"map50": 0.5, "recall": 0.75, "acc": 0.25, "seconds_per_image": 0.2, "fps": 5.0}
     rows = [table_row(name, metrics) for name in CONFIGS]
     markdown = ablation_markdown(rows, {"train": {"epochs": 8}})
@@ -94,7 +94,8 @@ def test_all_eight_rows_carry_the_papers_numbers():
         "| VGG16 | 50.0 | 80.0 | 75.0 | 88.5 | 25.0 | 71.1 | 0.2000 | 0.1873 | 5.00 |" in markdown
     )
     table1, table2 = markdown.split("## Table 1")[1].split("## Table 2")
-    assert rows_of(table1) == ["R50", "R50+SE", "R50+SK", "R50+DS"]  # the paper's Table 1
+    # the paper's Table 1, and its dense DS beside our grouped one
+    assert rows_of(table1) == ["R50", "R50+SE", "R50+SK", "R50+DS", "R50+DS-dense"]
     assert rows_of(table2) == ["VGG16", "VGG16+DS", "MobileNet", "MobileNet+DS"]  # Table 2
 
 
@@ -107,6 +108,12 @@ def test_configuration_parameters_change_only_the_architecture(params):
     per_backbone = deep_merge(base, {"ablate": {"weights": {"vgg16": "vgg_coco.pth"}}})
     assert config_params(per_backbone, "VGG16")["model"]["weights"] == "vgg_coco.pth"
     assert r50["train"] == base["train"] and r50["evaluate"] == base["evaluate"]
+    assert r50["model"]["attention_groups"] == params["model"]["attention_groups"] == 128
+    dense = config_params(base, "R50+DS-dense")["model"]
+    assert (dense["backbone"], dense["attention"], dense["attention_groups"]) == (
+        "resnet50", "ds", 1,
+    )  # fmt: skip
+    assert params["model"]["attention_groups"] == 128  # the caller's params are untouched
 
 
 def test_unknown_configuration_is_rejected_with_the_choices(tmp_path):

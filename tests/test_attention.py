@@ -3,6 +3,7 @@ import torch
 
 from dsnet.models.attention import (
     ATTENTIONS,
+    AttentionOptions,
     DualSelective,
     SelectiveKernel,
     SqueezeExcite,
@@ -111,6 +112,6 @@ def test_build_attention_names():
     assert isinstance(build_attention("ds", 64), DualSelective)
     assert isinstance(build_attention("se", 64), SqueezeExcite)
     assert isinstance(build_attention("sk", 64), SelectiveKernel)
-    assert build_attention("ds", 64, residual=False).residual is False
+    assert build_attention("ds", 64, AttentionOptions(residual=False)).residual is False
     with pytest.raises(ValueError, match="none, se, sk, ds"):
         build_attention("cbam", 64)

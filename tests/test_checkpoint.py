@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 MODEL = {
     "backbone": "resnet50",
     "attention": "ds",
-    "ds_residual": True,
+    "attention_residual": True,
     "detector": {"box_score_thresh": 0.0, "box_detections_per_img": 5},
 }
 PREPROCESS = {"spacing_mm": 1.5, "canvas_px": 64, "windows": [[-200, 1200], [0, 400], [-160, 240]]}
@@ -94,6 +94,34 @@ def test_model_config_keeps_architecture_only():
     assert cfg["min_size"] == cfg["max_size"] == 64  # the detector never resizes the canvas
     with pytest.raises(InputError, match="model.min_size.*canvas_px"):
         model_config({**MODEL, "min_size": 64}, num_classes=4, canvas_px=64)
+
+
+def test_attention_groups_and_reduction_come_from_params_and_the_checkpoint(tmp_path):
+    dense = {"backbone": "vgg16", "attention_groups": 1, "attention_reduction": 4}
+    cfg = model_config({**MODEL, **dense}, num_classes=4, canvas_px=64)
+    assert (cfg["attention_groups"], cfg["attention_reduction"]) == (1, 4)
+    path = save_checkpoint(tmp_path / "model.pt", build_model(cfg), cfg, PREPROCESS, {})
+    loaded, checkpoint = load_checkpoint(path)
+    assert checkpoint["model"]["attention_groups"] == 1
+    last = loaded.backbone.body.last_attention  # after VGG16's last conv: C = 512
+    assert last.branch5[0].groups == last.fuse[0].groups == 1  # the paper's dense DS
+    assert last.branch5[0].weight.shape == (512, 512, 5, 5)
+    assert last.gate3.fc1.out_channels == 512 // 4
+    default = model_config(MODEL, num_classes=4, canvas_px=64)
+    assert (default["attention_groups"], default["attention_reduction"]) == (128, 16)
+
+
+def test_checkpoint_with_the_old_residual_key_loads_with_its_meaning(saved, tmp_path):
+    path, model, _ = saved
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    old = {k: v for k, v in checkpoint["model"].items() if not k.startswith("attention_")}
+    old["attention"], old["ds_residual"] = "ds", True  # written before the rename
+    old_path = tmp_path / "old.pt"
+    torch.save({**checkpoint, "model": old}, old_path)
+    loaded, read = load_checkpoint(old_path)
+    assert read["model"]["attention_residual"] is True and "ds_residual" not in read["model"]
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[key]), key
 
 
 def test_anchor_sizes_reach_the_rpn_of_every_backbone():

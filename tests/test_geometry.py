@@ -312,8 +312,8 @@ def test_detector_transform_scales_every_input_by_exactly_one(tmp_path):
         for im in data.images_of(data.patients())
     ]
     inputs.append(model_input(read_slice(CT_SMALL), PREPROCESS)[0])
-    config = model_config({"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True},
-                          num_classes=4, canvas_px=PREPROCESS["canvas_px"])  # fmt: skip
+    architecture = {"backbone": "mobilenet_v3", "attention": "none", "attention_residual": True}
+    config = model_config(architecture, num_classes=4, canvas_px=PREPROCESS["canvas_px"])
     transform = build_model(config).eval().transform
     for image in inputs:
         height, width = image.shape[-2:]

@@ -76,7 +76,7 @@ def checkpoints(tmp_path_factory):
     model_params = {
         "backbone": "mobilenet_v3",
         "attention": "none",
-        "ds_residual": True,
+        "attention_residual": True,
     }
     config = model_config(model_params, num_classes=4, canvas_px=128)
     model = build_model(config)

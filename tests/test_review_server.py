@@ -36,7 +36,7 @@ def _checkpoint(folder: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True},
+        {"backbone": "mobilenet_v3", "attention": "none", "attention_residual": True},
         num_classes=4,
         canvas_px=tiny.PREPROCESS["canvas_px"],
     )  # fmt: skip

@@ -30,7 +30,7 @@ def untrained_checkpoint(folder: Path, meta: Mapping[str, Any]) -> Path:
 
     torch.manual_seed(0)
     config = model_config(
-        {"backbone": "mobilenet_v3", "attention": "none", "ds_residual": True},
+        {"backbone": "mobilenet_v3", "attention": "none", "attention_residual": True},
         num_classes=4,
         canvas_px=PREPROCESS["canvas_px"],
     )

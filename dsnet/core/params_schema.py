@@ -140,7 +140,9 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "backbone": choice("resnet50", "vgg16", "mobilenet_v3"),
         "attention": choice("none", "se", "sk", "ds"),
-        "ds_residual": choice(True, False),
+        "attention_residual": choice(True, False),
+        "attention_groups": integer(1, 4096),
+        "attention_reduction": integer(1, 1024),
         "weights": optional(text),
         "trainable_layers": integer(0, 5),
         "anchor_sizes": ordered(list_of(integer(1, 4096))),

@@ -8,8 +8,8 @@ torch/torchvision; no files other than checkpoints, no MLflow, DVC or KFP.
 May import: dsnet.core, dsnet.data
 """
 
-from dsnet.models.attention import ATTENTIONS
+from dsnet.models.attention import ATTENTIONS, AttentionOptions
 from dsnet.models.backbones import BACKBONES
 from dsnet.models.detector import build_detector
 
-__all__ = ["ATTENTIONS", "BACKBONES", "build_detector"]
+__all__ = ["ATTENTIONS", "BACKBONES", "AttentionOptions", "build_detector"]

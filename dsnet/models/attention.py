@@ -18,6 +18,7 @@ instead of ``C² k²``. Measured overheads on the whole detector are in ``docs/m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,29 @@ ATTENTIONS = ("none", "se", "sk", "ds")
 """Attention names accepted by `build_attention` and the detector builder."""
 
 DEFAULT_GROUPS = 128
+DEFAULT_REDUCTION = 16
+
+
+@dataclass(frozen=True)
+class AttentionOptions:
+    """How a backbone's attention modules are built (the ``model.attention_*`` params).
+
+    Attributes:
+        residual: ``output = x + f(x)`` (identity at initialisation) instead of ``f(x)``;
+            DS, SE and SK alike.
+        groups: Groups of DS's and SK's spatial convolutions, reduced to ``gcd(C, groups)``;
+            1 is the dense form (SE has no convolutions and ignores it).
+        reduction: Bottleneck ratio of the gates' FC layers (all three modules).
+
+    """
+
+    residual: bool = True
+    groups: int = DEFAULT_GROUPS
+    reduction: int = DEFAULT_REDUCTION
+
+
+DEFAULT_ATTENTION = AttentionOptions()
+"""Residual, 128 groups, reduction 16: what ``params.yaml`` sets."""
 
 
 def squeeze_channels(channels: int, reduction: int, minimum: int = 8) -> int:
@@ -97,7 +121,7 @@ class DualSelective(nn.Module):
     def __init__(
         self,
         channels: int,
-        reduction: int = 16,
+        reduction: int = DEFAULT_REDUCTION,
         groups: int = DEFAULT_GROUPS,
         residual: bool = True,
     ) -> None:
@@ -136,7 +160,9 @@ class SqueezeExcite(nn.Module):
 
     """
 
-    def __init__(self, channels: int, reduction: int = 16, residual: bool = True) -> None:
+    def __init__(
+        self, channels: int, reduction: int = DEFAULT_REDUCTION, residual: bool = True
+    ) -> None:
         super().__init__()
         self.residual = residual
         self.excite = SqueezeExcitation(channels, squeeze_channels(channels, reduction))
@@ -175,7 +201,7 @@ class SelectiveKernel(nn.Module):
     def __init__(
         self,
         channels: int,
-        reduction: int = 16,
+        reduction: int = DEFAULT_REDUCTION,
         groups: int = DEFAULT_GROUPS,
         residual: bool = True,
     ) -> None:
@@ -201,13 +227,15 @@ class SelectiveKernel(nn.Module):
         return x + self.layer_scale * selected if self.residual else selected
 
 
-def build_attention(name: str, channels: int, residual: bool = True) -> nn.Module | None:
+def build_attention(
+    name: str, channels: int, options: AttentionOptions = DEFAULT_ATTENTION
+) -> nn.Module | None:
     """Build the attention module called `name` for a ``C = channels`` feature map.
 
     Args:
         name: One of `ATTENTIONS`; ``"none"`` gives ``None`` (nothing is inserted).
         channels: Channels of the feature map the module will see.
-        residual: Residual convention shared by all three modules (see the module docstring).
+        options: Residual convention, groups and reduction (see `AttentionOptions`).
 
     Returns:
         A module mapping ``[B, C, H, W] -> [B, C, H, W]``, or ``None`` for ``"none"``.
@@ -219,9 +247,9 @@ def build_attention(name: str, channels: int, residual: bool = True) -> nn.Modul
     if name == "none":
         return None
     if name == "ds":
-        return DualSelective(channels, residual=residual)
+        return DualSelective(channels, options.reduction, options.groups, options.residual)
     if name == "se":
-        return SqueezeExcite(channels, residual=residual)
+        return SqueezeExcite(channels, options.reduction, options.residual)
     if name == "sk":
-        return SelectiveKernel(channels, residual=residual)
+        return SelectiveKernel(channels, options.reduction, options.groups, options.residual)
     raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")

@@ -37,7 +37,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from dsnet.core.errors import InputError
-from dsnet.models.attention import build_attention
+from dsnet.models.attention import DEFAULT_ATTENTION, AttentionOptions, build_attention
 
 BACKBONES = ("resnet50", "vgg16", "mobilenet_v3")
 """Backbone names accepted by `build_backbone` and the detector builder."""
@@ -84,7 +84,7 @@ def imagenet_key_to_detector(backbone: str, key: str) -> str:
 def build_backbone(
     name: str,
     attention: str = "none",
-    residual: bool = True,
+    options: AttentionOptions = DEFAULT_ATTENTION,
     pretrained: bool = False,
     trainable_layers: int | None = None,
 ) -> Backbone:
@@ -93,7 +93,7 @@ def build_backbone(
     Args:
         name: One of `BACKBONES`.
         attention: One of ``none | se | sk | ds`` (see `dsnet.models.attention`).
-        residual: Residual convention of the attention modules (``x + f(x)``).
+        options: How the attention modules are built (residual, groups, reduction).
         pretrained: Weights will be loaded into it: use `FrozenBatchNorm2d` and freeze the
             early stages, as torchvision does for pretrained detectors. Otherwise
             `BatchNorm2d` and everything trainable.
@@ -110,7 +110,7 @@ def build_backbone(
     """
     norm_layer = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
     builders = {"resnet50": _resnet50_fpn, "vgg16": _vgg16, "mobilenet_v3": _mobilenet_v3_fpn}
-    backbone, stages = builders[name](attention, residual, norm_layer)
+    backbone, stages = builders[name](attention, options, norm_layer)
     trainable = trainable_layers
     if trainable is None:
         trainable = PRETRAINED_TRAINABLE_STAGES if pretrained else len(stages)
@@ -125,7 +125,7 @@ def _with_attention(
     last_end: str,
     last_channels: int,
     attention: str,
-    residual: bool,
+    options: AttentionOptions,
 ) -> tuple[nn.Sequential, str]:
     """`layers` in order, with attention inserted after `stem_end` and after `last_end`.
 
@@ -135,8 +135,8 @@ def _with_attention(
 
     """
     inserts = {
-        stem_end: (STEM_ATTENTION, build_attention(attention, stem_channels, residual)),
-        last_end: (LAST_ATTENTION, build_attention(attention, last_channels, residual)),
+        stem_end: (STEM_ATTENTION, build_attention(attention, stem_channels, options)),
+        last_end: (LAST_ATTENTION, build_attention(attention, last_channels, options)),
     }
     children: OrderedDict[str, nn.Module] = OrderedDict()
     for name, layer in layers:
@@ -163,11 +163,11 @@ def _freeze_stages(body: nn.Module, stages: Sequence[Sequence[str]], trainable: 
 
 
 def _resnet50_fpn(
-    attention: str, residual: bool, norm_layer: type[nn.Module]
+    attention: str, options: AttentionOptions, norm_layer: type[nn.Module]
 ) -> tuple[Backbone, list[list[str]]]:
     net = torchvision.models.resnet50(weights=None, norm_layer=norm_layer)
     layers = [(n, m) for n, m in net.named_children() if n not in ("avgpool", "fc")]
-    body, last = _with_attention(layers, "maxpool", 64, "layer4", 2048, attention, residual)
+    body, last = _with_attention(layers, "maxpool", 64, "layer4", 2048, attention, options)
     fpn = BackboneWithFPN(
         body,
         {"layer1": "0", "layer2": "1", "layer3": "2", last: "3"},
@@ -179,7 +179,7 @@ def _resnet50_fpn(
 
 
 def _vgg16(
-    attention: str, residual: bool, norm_layer: type[nn.Module]
+    attention: str, options: AttentionOptions, norm_layer: type[nn.Module]
 ) -> tuple[Backbone, list[list[str]]]:
     del norm_layer  # torchvision's VGG16 has no normalisation layers
     # VGG16's feature layers (configuration "D") up to conv5_3 + ReLU, initialised as
@@ -190,7 +190,7 @@ def _vgg16(
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(conv.bias)
     layers = list(features.named_children())
-    body, _ = _with_attention(layers, "4", 64, "29", 512, attention, residual)
+    body, _ = _with_attention(layers, "4", 64, "29", 512, attention, options)
     module = nn.Sequential(OrderedDict(body=body))
     module.out_channels = 512
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
@@ -200,7 +200,7 @@ def _vgg16(
 
 
 def _mobilenet_v3_fpn(
-    attention: str, residual: bool, norm_layer: type[nn.Module]
+    attention: str, options: AttentionOptions, norm_layer: type[nn.Module]
 ) -> tuple[Backbone, list[list[str]]]:
     features = torchvision.models.mobilenet_v3_large(weights=None, norm_layer=norm_layer).features
     # torchvision's stages: the stem, one from each strided block on, and the last 1x1 conv.
@@ -214,7 +214,7 @@ def _mobilenet_v3_fpn(
         str(last_end),
         features[last_end].out_channels,
         attention,
-        residual,
+        options,
     )
     c4 = strided[-1]  # like torchvision: the first block at the last stride, and the last conv
     fpn = BackboneWithFPN(

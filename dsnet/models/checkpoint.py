@@ -5,7 +5,8 @@ Format ``dsnet-checkpoint/1``, a plain dict that loads with
 
     {
         "format": "dsnet-checkpoint/1",
-        "model": {"backbone", "attention", "num_classes", "ds_residual", "min_size",
+        "model": {"backbone", "attention", "attention_residual", "attention_groups",
+                  "attention_reduction", "num_classes", "min_size",
                   "max_size" (both = preprocess.canvas_px: the detector never resizes),
                   "anchor_sizes": [one per feature map, or empty for the builder's],
                   "detector": {extra FasterRCNN keyword arguments}},
@@ -16,7 +17,10 @@ Format ``dsnet-checkpoint/1``, a plain dict that loads with
     }
 
 `load_checkpoint` rebuilds the detector from ``model`` with `dsnet.models.build_detector`
-and loads the weights, so a checkpoint is usable without ``params.yaml``.
+and loads the weights, so a checkpoint is usable without ``params.yaml``. Checkpoints
+written before the attention settings were parameters (``ds_residual``, no groups or
+reduction) load with their old meaning: ``ds_residual`` is ``attention_residual``, and the
+groups and reduction are the defaults they were built with.
 """
 
 from __future__ import annotations
@@ -35,10 +39,17 @@ from dsnet.core.fsutil import atomic_path
 from dsnet.core.params_schema import SCHEMA, check_params, integer
 from dsnet.core.torchfile import load_torch_file
 from dsnet.data.classes import CATEGORIES
-from dsnet.models import build_detector
+from dsnet.models import AttentionOptions, build_detector
 
 CHECKPOINT_FORMAT = "dsnet-checkpoint/1"
-MODEL_KEYS = ("backbone", "attention", "ds_residual")
+MODEL_KEYS = ("backbone", "attention", "attention_residual")
+ATTENTION_DEFAULTS = {
+    "attention_groups": AttentionOptions.groups,
+    "attention_reduction": AttentionOptions.reduction,
+}
+"""Attention settings a params file may leave out, with the values they then take."""
+RENAMED_MODEL_KEYS = {"ds_residual": "attention_residual"}
+"""Old checkpoint model-config key -> its current name."""
 PREPROCESS_KEYS = ("spacing_mm", "canvas_px", "windows")
 RESIZE_KEYS = ("min_size", "max_size")
 """torchvision's resize settings: set from ``preprocess.canvas_px``, never from params."""
@@ -59,8 +70,8 @@ def model_config(
             are set to it so that its transform scales every canvas by exactly 1.
 
     Returns:
-        ``{backbone, attention, num_classes, ds_residual, min_size, max_size, detector,
-        anchor_sizes}``.
+        ``{backbone, attention, attention_residual, attention_groups, attention_reduction,
+        num_classes, min_size, max_size, detector, anchor_sizes}``.
 
     Raises:
         InputError: A required key is missing, or ``min_size``/``max_size`` is given
@@ -77,6 +88,7 @@ def model_config(
             "no longer a setting: the detector input is the preprocess.canvas_px canvas",
         )
     config = {key: copy.deepcopy(model_params[key]) for key in MODEL_KEYS}
+    config.update({key: int(model_params.get(key, v)) for key, v in ATTENTION_DEFAULTS.items()})
     config["min_size"] = config["max_size"] = int(canvas_px)
     config["num_classes"] = int(num_classes)
     config["detector"] = dict(model_params.get("detector") or {})
@@ -115,7 +127,11 @@ def build_model(
         config["attention"],
         num_classes=int(config["num_classes"]),
         weights=weights,
-        ds_residual=bool(config["ds_residual"]),
+        attention_options=AttentionOptions(
+            residual=bool(config["attention_residual"]),
+            groups=int(config.get("attention_groups", AttentionOptions.groups)),
+            reduction=int(config.get("attention_reduction", AttentionOptions.reduction)),
+        ),
         trainable_layers=trainable_layers,
         min_size=int(config["min_size"]),
         max_size=int(config["max_size"]),
@@ -199,8 +215,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [key for key in entries if key not in checkpoint]
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
+    if isinstance(checkpoint["model"], dict):
+        checkpoint["model"] = upgrade_model_config(checkpoint["model"])
     check_config(path, checkpoint)
     return checkpoint
+
+
+def upgrade_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model config with old key names (`RENAMED_MODEL_KEYS`) renamed."""
+    return {RENAMED_MODEL_KEYS.get(key, key): value for key, value in config.items()}
 
 
 def check_config(path: Path, checkpoint: Mapping[str, Any]) -> None:

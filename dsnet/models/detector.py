@@ -28,7 +28,7 @@ from torchvision.models.detection import FasterRCNN
 
 from dsnet.core.errors import InputError
 from dsnet.core.torchfile import load_torch_file
-from dsnet.models.attention import ATTENTIONS
+from dsnet.models.attention import ATTENTIONS, DEFAULT_ATTENTION, AttentionOptions
 from dsnet.models.backbones import BACKBONES, build_backbone, imagenet_key_to_detector
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def build_detector(
     attention: str,
     num_classes: int = 4,
     weights: str | PathLike[str] | None = None,
-    ds_residual: bool = True,
+    attention_options: AttentionOptions = DEFAULT_ATTENTION,
     trainable_layers: int | None = None,
     **faster_rcnn_kwargs: Any,
 ) -> FasterRCNN:
@@ -89,8 +89,9 @@ def build_detector(
         weights: Local checkpoint to initialise from (see the module docstring), or ``None``
             for random initialisation. With weights the backbone uses `FrozenBatchNorm2d`
             and freezes its early stages, as torchvision's pretrained detectors do.
-        ds_residual: Residual connection around the attention modules
-            (``output = x + f(x)``, identity at initialisation); applies to DS, SE and SK.
+        attention_options: How the attention modules are built: residual connection
+            (``output = x + f(x)``, identity at initialisation), groups of the DS/SK
+            convolutions (1: dense) and the gates' reduction; see `AttentionOptions`.
         trainable_layers: Backbone stages left trainable, counted from the last; ``None``
             means 3 with `weights`, all without.
         **faster_rcnn_kwargs: Passed to `FasterRCNN` (``min_size``, ``max_size``,
@@ -120,7 +121,7 @@ def build_detector(
     body = build_backbone(
         backbone,
         attention,
-        residual=ds_residual,
+        attention_options,
         pretrained=weights_path is not None,
         trainable_layers=trainable_layers,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dsnet.core.errors import InputError
+from dsnet.models.attention import AttentionOptions
 
 PAPER_TRAIN_SLICES = 3844
 """Training slices of the paper's data set (4:1 split of 4,805 slices, docs/training.md)."""
@@ -42,7 +43,9 @@ class BenchProfile:
         train_slices: Training slices of the projected run (the paper's 3,844).
         detector: Extra Faster R-CNN arguments (``model.detector``).
         anchor_sizes: ``model.anchor_sizes`` (empty: torchvision's anchors).
-        ds_residual: ``model.ds_residual``.
+        attention_residual: ``model.attention_residual``.
+        attention_groups: ``model.attention_groups``.
+        attention_reduction: ``model.attention_reduction``.
         pretrained: The profile starts from local weights (``model.weights`` set): frozen
             BatchNorm and `trainable_layers` trainable stages, as in training.
         trainable_layers: ``model.trainable_layers`` (None: the builder's default).
@@ -63,7 +66,9 @@ class BenchProfile:
     train_slices: int = PAPER_TRAIN_SLICES
     detector: dict[str, Any] = field(default_factory=lambda: dict(PAPER_DETECTOR))
     anchor_sizes: list[int] = field(default_factory=list)
-    ds_residual: bool = True
+    attention_residual: bool = True
+    attention_groups: int = AttentionOptions.groups
+    attention_reduction: int = AttentionOptions.reduction
     pretrained: bool = True
     trainable_layers: int | None = 3
     lr: float = 0.01
@@ -80,7 +85,9 @@ class BenchProfile:
         return {
             "backbone": "resnet50",
             "attention": attention,
-            "ds_residual": self.ds_residual,
+            "attention_residual": self.attention_residual,
+            "attention_groups": self.attention_groups,
+            "attention_reduction": self.attention_reduction,
             "anchor_sizes": list(self.anchor_sizes),
             "detector": dict(self.detector),
         }
@@ -178,7 +185,9 @@ def profile_from_params(params: Mapping[str, Any]) -> BenchProfile:
         epochs=train.get("epochs", paper.epochs),
         detector=dict(model.get("detector") or {}),
         anchor_sizes=list(model.get("anchor_sizes") or []),
-        ds_residual=bool(model.get("ds_residual", paper.ds_residual)),
+        attention_residual=bool(model.get("attention_residual", paper.attention_residual)),
+        attention_groups=int(model.get("attention_groups", paper.attention_groups)),
+        attention_reduction=int(model.get("attention_reduction", paper.attention_reduction)),
         pretrained=model.get("weights") is not None,
         trainable_layers=model.get("trainable_layers"),
         lr=float(train.get("lr", paper.lr)),
