@@ -24,7 +24,9 @@ import sys
 from dsnet.cli.app import app
 from dsnet.core.errors import DataValidationError, InputError
 
-COMMAND_MODULES = ("synth", "data", "models", "train", "lifecycle", "pipeline", "intake")
+COMMAND_MODULES = (
+    "synth", "data", "train", "evaluate", "predict", "bench", "lifecycle", "pipeline", "intake",
+)  # fmt: skip
 
 
 def _load_commands() -> None:

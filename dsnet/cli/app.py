@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dsnet.core.config import load_params
+from dsnet.core.config import DEFAULT_PARAMS, apply_override, load_params
 
 app = typer.Typer(
     name="dsnet",
@@ -60,3 +60,13 @@ KeyOption = Annotated[
 def resolve_params(files: list[Path] | None, overrides: list[str] | None) -> dict[str, Any]:
     """Merge the `--params` files and `--set` overrides of a command."""
     return load_params(files or None, overrides or ())
+
+
+def params_if_present(files: list[Path] | None, overrides: list[str] | None) -> dict:
+    """Like `resolve_params`, but without -p and without ./params.yaml give only the -S values."""
+    if files or DEFAULT_PARAMS.is_file():
+        return resolve_params(files, overrides)
+    params: dict = {}
+    for override in overrides or ():
+        apply_override(params, override)
+    return params

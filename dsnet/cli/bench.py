@@ -1,4 +1,4 @@
-"""``dsnet bench overhead`` (latency cost of the attention modules) and ``dsnet bench gpu``."""
+"""``dsnet bench``: ``overhead`` (the attention modules' latency), ``gpu`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dsnet.cli.app import SetOption, bench_app, resolve_params
+from dsnet.cli.app import ParamsOption, SetOption, bench_app, params_if_present, resolve_params
 
 PAPER_PROFILE_FILES = [Path("params.yaml"), Path("params/paper.yaml")]
 ProfileOption = Annotated[
@@ -108,3 +108,35 @@ def gpu(
     typer.echo(format_table(result))
     if out is not None:
         typer.echo(f"wrote {out}")
+
+
+@bench_app.command("predict")
+def bench_predict_command(
+    model: Annotated[str, typer.Argument(help="model.pt or an MLflow model URI.")],
+    dicom: Annotated[list[Path], typer.Argument(help="DICOM slices to time.")],
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per slice.")] = 5,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the result JSON.")] = None,
+    params: ParamsOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Time end-to-end prediction per slice against the bare model forward (target <= 1.3x)."""
+    from rich.console import Console  # lazy: fast `dsnet --help`
+    from rich.table import Table  # lazy: fast `dsnet --help`
+
+    from dsnet.bench.predict import TARGET_RATIO, bench_predict  # lazy: fast `dsnet --help`
+    from dsnet.core.fsutil import atomic_write_json  # lazy: fast `dsnet --help`
+
+    result = bench_predict(model, dicom, repeats, params_if_present(params, overrides))
+    table = Table(title=f"dsnet predict per slice vs model forward ({result.device})")
+    for column in ("slice", "end to end ms", "forward ms", "ratio"):
+        table.add_column(column, justify="left" if column == "slice" else "right")
+    for s in result.slices:
+        table.add_row(
+            Path(s.file).name, f"{1e3 * s.end_to_end_s:.1f}", f"{1e3 * s.forward_s:.1f}",
+            f"{s.ratio:.2f}x",
+        )  # fmt: skip
+    Console().print(table)
+    verdict = "meets" if result.ratio <= TARGET_RATIO else "misses"
+    typer.echo(f"overall ratio {result.ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
+    if out is not None:
+        atomic_write_json(out, result.as_dict())
