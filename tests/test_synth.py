@@ -157,6 +157,32 @@ def test_box_is_tight_around_the_body_and_excludes_posterior_elements():
         assert (behind > 300).sum() > 50
 
 
+def test_targeted_variant_is_a_square_crop_of_tissue_with_the_body_inside():
+    """Small fields of view (down to 84 mm, like CT_small) show tissue up to the edges."""
+    fovs = []
+    for index in range(60):
+        rng = np.random.default_rng([5, index])
+        scene = phantom.sample_variant(
+            rng, phantom.build_scene(rng, population.sample_patient(rng, index))
+        )
+        if not scene.scan.targeted:
+            assert scene.scan.matrix * scene.scan.spacing >= scene.habitus.width + 60.0
+            continue
+        fov = scene.scan.matrix * scene.scan.spacing
+        fovs.append(fov)
+        background = phantom.level_background(scene, "L3")
+        if fov < 200.0:  # the whole crop lies in the scanner's 500 mm measured field
+            assert not background.outside.any(), f"{fov:.0f} mm: a reconstruction circle"
+        rendered = phantom.render_slice(scene, "L3", 0.0, np.random.default_rng(index), background)
+        if fov < 100.0:  # a crop well inside the trunk: tissue in every corner
+            assert (rendered.hu[[0, 0, -1, -1], [0, -1, 0, -1]] > -900).all(), f"{fov:.0f} mm"
+        x1, y1, x2, y2 = rendered.box_xyxy
+        matrix = scene.scan.matrix
+        assert 0 < x1 < x2 < matrix and 0 < y1 < y2 < matrix, f"{fov:.0f} mm: body cut off"
+    assert min(fovs) >= phantom.MIN_FOV_MM and min(fovs) < 100.0  # CT_small's 85 mm is covered
+    assert len(fovs) >= 15
+
+
 def test_shared_level_background_gives_the_same_slice():
     rng = np.random.default_rng(4)
     scene = phantom.build_scene(rng, population.sample_patient(rng, 0))

@@ -11,9 +11,9 @@
 
 A fraction ``variants`` of the patients (drawn from their own seeded stream, so the others
 come out exactly as without variants) are *variant* scans (`dsnet.synth.phantom.
-sample_variant`): matrix 256 or 512, pixel spacing 0.5-1.0 mm, targeted small fields of
-view around the spine, other table heights, and stored in one of the 8 flip/transpose
-orders with the matching geometry tags (`dsnet.synth.dicomct`). Boxes in
+sample_variant`): matrix 128, 256 or 512, pixel spacing 0.5-1.0 mm, targeted small fields
+of view around the spine (down to 84 mm), other table heights, and stored in one of the 8
+flip/transpose orders with the matching geometry tags (`dsnet.synth.dicomct`). Boxes in
 ``annotations.json`` are on each file's *stored* pixel grid.
 
 Patients are generated one at a time and every slice is written as soon as it is

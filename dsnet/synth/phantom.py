@@ -32,8 +32,10 @@ from dsnet.synth.shapes import Canvas, Pose
 IMAGE_SIZE = 512
 HU_MIN, HU_MAX = -1024.0, 3071.0
 SPACING_RANGE = (0.6, 0.9)
-VARIANT_MATRICES = (256, 512)
+VARIANT_MATRICES = (128, 256, 512)
 VARIANT_SPACING_RANGE = (0.5, 1.0)
+MIN_FOV_MM = 84.0  # smallest targeted field of view (128 px at >= 0.66 mm: pydicom's CT_small)
+SCAN_FIELD_MM = 500.0  # diameter of the scanner's measured field, centred on the isocentre
 VARIANT_TABLE_SHIFT_MM = 30.0  # table height change: the patient moves up/down this much
 TARGETED_MARGIN_MM = 60.0  # a field of view narrower than the trunk + this is targeted
 STREAK_PROBABILITY = 0.12
@@ -59,6 +61,9 @@ class Scan:
         matrix: Rows = columns of the reconstruction.
         fov_centre_xy: Scanner position (mm) of the centre of the field of view (the
             isocentre, or the spine for a targeted reconstruction).
+        targeted: A targeted reconstruction: a square crop of the scanner's measured
+            field (`SCAN_FIELD_MM`), tissue up to its edges; otherwise pixels outside the
+            circle inscribed in the field of view are air.
 
     """
 
@@ -74,6 +79,7 @@ class Scan:
     l1_z: float
     matrix: int = IMAGE_SIZE
     fov_centre_xy: tuple[float, float] = (0.0, 0.0)
+    targeted: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,10 +140,13 @@ def sample_scan(rng: np.random.Generator, habitus: anatomy.Habitus) -> Scan:
 def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScene:
     """Re-draw the reconstruction of a patient as a variant scan.
 
-    Matrix 256 or 512, pixel spacing uniform in `VARIANT_SPACING_RANGE`, the table moved
-    up or down by up to `VARIANT_TABLE_SHIFT_MM`; a field of view narrower than the trunk
-    plus `TARGETED_MARGIN_MM` is a targeted reconstruction centred on the spine (within a
-    few mm). Anatomy and every other scan setting stay as drawn.
+    Matrix 128, 256 or 512, pixel spacing uniform in `VARIANT_SPACING_RANGE` but never a
+    field of view under `MIN_FOV_MM` (a 128 matrix: 0.66-1.0 mm, 84-128 mm), the table
+    moved up or down by up to `VARIANT_TABLE_SHIFT_MM`; a field of view narrower than the
+    trunk plus `TARGETED_MARGIN_MM` is a targeted reconstruction centred on the spine:
+    between the vertebral body's centre and up to 20 mm behind it (towards the canal, where
+    pydicom's ``CT_small.dcm`` is centred), ± 4 mm. Anatomy and every other scan setting
+    stay as drawn.
 
     Args:
         rng: The variant's own generator (so standard patients are drawn as before).
@@ -149,19 +158,18 @@ def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScen
     """
     scan = scene.scan
     matrix = int(rng.choice(VARIANT_MATRICES))
-    spacing = float(rng.uniform(*VARIANT_SPACING_RANGE))
+    low, high = VARIANT_SPACING_RANGE
+    spacing = float(rng.uniform(max(low, MIN_FOV_MM / matrix), high))
     shift = float(rng.uniform(-VARIANT_TABLE_SHIFT_MM, VARIANT_TABLE_SHIFT_MM))
-    jitter = (float(rng.normal(0.0, 4.0)), float(rng.normal(0.0, 4.0)))
+    jitter = (float(rng.normal(0.0, 4.0)), float(rng.normal(0.0, 4.0) + rng.uniform(0.0, 20.0)))
     trunk_xy = (scan.trunk_xy[0], scan.trunk_xy[1] + shift)
     variant = replace(scan, matrix=matrix, spacing=spacing, trunk_xy=trunk_xy)
-    centre = (0.0, 0.0)
-    if matrix * spacing < scene.habitus.width + TARGETED_MARGIN_MM:
-        levels = [
-            _pose(replace(scene, scan=variant), vb).origin_xy for vb in scene.vertebrae.values()
-        ]
-        spine = np.mean(np.asarray(levels), axis=0)
-        centre = (float(spine[0]) + jitter[0], float(spine[1]) + jitter[1])
-    return replace(scene, scan=replace(variant, fov_centre_xy=centre))
+    if matrix * spacing >= scene.habitus.width + TARGETED_MARGIN_MM:
+        return replace(scene, scan=variant)
+    levels = [_pose(replace(scene, scan=variant), vb).origin_xy for vb in scene.vertebrae.values()]
+    spine = np.mean(np.asarray(levels), axis=0)
+    centre = (float(spine[0]) + jitter[0], float(spine[1]) + jitter[1])
+    return replace(scene, scan=replace(variant, fov_centre_xy=centre, targeted=True))
 
 
 def build_scene(rng: np.random.Generator, truth: PatientTruth) -> PatientScene:
@@ -204,7 +212,7 @@ class LevelBackground:
     Attributes:
         canvas: The pixel grid placed by the patient's pose at this level.
         hu: float32 [matrix, matrix] soft tissue, posterior elements and table (read-only).
-        outside: bool [matrix, matrix] pixels outside the reconstruction circle.
+        outside: bool [matrix, matrix] pixels outside the reconstruction circle (air).
     """
 
     canvas: Canvas
@@ -230,8 +238,12 @@ def level_background(scene: PatientScene, level: str) -> LevelBackground:
     for layer in layers:
         canvas.paint(hu, layer)
     _paint_table(hu, canvas, scene)
-    cx, cy = (np.float32(c) for c in scan.fov_centre_xy)
-    outside = (canvas.x - cx) ** 2 + (canvas.y - cy) ** 2 > (scan.matrix * scan.spacing / 2) ** 2
+    if scan.targeted:  # a crop of the measured field: its edge is far outside the crop
+        outside = canvas.x**2 + canvas.y**2 > np.float32(SCAN_FIELD_MM / 2) ** 2
+    else:
+        cx, cy = (np.float32(c) for c in scan.fov_centre_xy)
+        radius = np.float32(scan.matrix * scan.spacing / 2)
+        outside = (canvas.x - cx) ** 2 + (canvas.y - cy) ** 2 > radius**2
     return LevelBackground(canvas, hu, outside)
 
 
@@ -266,6 +278,7 @@ def render_slice(
         _add_streaks(hu, background.canvas, rng)
     hu[background.outside] = HU_MIN
     np.clip(hu, HU_MIN, HU_MAX, out=hu)
+    body_mask &= ~background.outside  # the box holds what the reconstruction shows
     rows = np.flatnonzero(body_mask.any(axis=1))
     cols = np.flatnonzero(body_mask.any(axis=0))
     box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
