@@ -74,6 +74,9 @@ def test_predict_ct_small_writes_json_overlay_and_summary(untrained_checkpoint, 
 
     with Image.open(png) as image:
         assert image.format == "PNG" and min(image.size) >= 512  # enlarged for reading
+        header = np.asarray(image.convert("L"))[:80]
+    assert header[:, -4:].max() == 0, "the header text runs off the right edge"
+    assert header[25:, :200].max() > 0  # the subtitle (file name, view, disclaimer) is there
 
     saved = json.loads((out / "summary.json").read_text())
     assert saved["n_files"] == 1 and saved["n_failed"] == 0

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from dsnet.inference.results import PredictSummary
 
 MIN_SIDE_PX = 512
-HEADER_PX = 44
+HEADER_PX = 44  # headline and one subtitle line; each further subtitle line adds LINE_PX
+LINE_PX = 17
 PANEL_PX = 300  # side panel: zoomed view of the top detection and the list of detections
 MAX_DRAWN = 5  # most confident detections drawn; the JSON lists all of them
 GRADE_COLOURS = {
@@ -46,6 +47,18 @@ FRAME_NOTE = "radiological view: A up, patient R on image left"
 
 def _font(size: int):
     return ImageFont.load_default(size=size)
+
+
+def _wrap(parts: Sequence[str], font: Any, width: float) -> list[str]:
+    """Join `parts` with `` | `` into as few lines as fit `width` pixels (a part never splits)."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        joined = f"{lines[-1]}  |  {part}"
+        if font.getlength(joined) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return lines
 
 
 def _zoomed_view(grey: np.ndarray, roi: np.ndarray, box: Sequence[float], side: int):
@@ -108,22 +121,28 @@ def render_overlay(
     zoom = max(1.0, MIN_SIDE_PX / max(height, width))
     size = (round(width * zoom), round(height * zoom))
     picture = Image.fromarray(grey).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-    canvas = Image.new("RGB", (size[0] + PANEL_PX, max(size[1], 2 * PANEL_PX) + HEADER_PX))
-    canvas.paste(picture, (0, HEADER_PX))
-    draw = ImageDraw.Draw(canvas)
     small, large = _font(13), _font(16)
+    hidden = len(record["detections"]) - min(len(record["detections"]), MAX_DRAWN)
+    more = [f"{hidden} less confident boxes not drawn"] if hidden > 0 else []
+    subtitle = _wrap(
+        [Path(record["file"]).name, *more, FRAME_NOTE, DISCLAIMER], small, size[0] + PANEL_PX - 12
+    )
+    header = HEADER_PX + LINE_PX * (len(subtitle) - 1)
+    canvas = Image.new("RGB", (size[0] + PANEL_PX, max(size[1], 2 * PANEL_PX) + header))
+    canvas.paste(picture, (0, header))
+    draw = ImageDraw.Draw(canvas)
     pairs = list(zip(record["detections"], record["hu"]["detections"], strict=True))[:MAX_DRAWN]
     for rank, (det, _) in reversed(list(enumerate(pairs, start=1))):  # top one drawn last
         colour = GRADE_COLOURS.get(det["label"], OTHER_COLOUR)
         x1, y1, x2, y2 = (v * zoom for v in boxes[rank - 1])
-        draw.rectangle((x1, y1 + HEADER_PX, x2, y2 + HEADER_PX), outline=colour, width=2)
-        draw.text((x1 + 3, y1 + HEADER_PX + 1), str(rank), fill=colour, font=small)
+        draw.rectangle((x1, y1 + header, x2, y2 + header), outline=colour, width=2)
+        draw.text((x1 + 3, y1 + header + 1), str(rank), fill=colour, font=small)
 
     panel_x = size[0] + 10
     if pairs:
         roi = box_roi(hu, boxes[0])  # the ROI of box_mean_hu: placed in the display frame
         view, (left, top, factor) = _zoomed_view(grey, roi, boxes[0], PANEL_PX - 20)
-        canvas.paste(view, (panel_x, HEADER_PX + 10))
+        canvas.paste(view, (panel_x, header + 10))
         for index, (det, _) in reversed(list(enumerate(pairs))):
             x1, y1, x2, y2 = boxes[index]
             corners = [(x1 - left) * factor, (y1 - top) * factor, (x2 - left) * factor,
@@ -132,11 +151,11 @@ def render_overlay(
                 continue
             corners = [min(max(c, 0), PANEL_PX - 21) for c in corners]
             draw.rectangle(
-                (panel_x + corners[0], HEADER_PX + 10 + corners[1],
-                 panel_x + corners[2], HEADER_PX + 10 + corners[3]),
+                (panel_x + corners[0], header + 10 + corners[1],
+                 panel_x + corners[2], header + 10 + corners[3]),
                 outline=GRADE_COLOURS.get(det["label"], OTHER_COLOUR), width=2,
             )  # fmt: skip
-    y = HEADER_PX + PANEL_PX
+    y = header + PANEL_PX
     for rank, (det, hu) in enumerate(pairs, start=1):
         colour = GRADE_COLOURS.get(det["label"], OTHER_COLOUR)
         draw.text((panel_x, y), f"{rank}. {det['label']}  score {det['score']:.2f}", fill=colour,
@@ -154,15 +173,13 @@ def render_overlay(
     grade = record.get("grade")
     headline = f"Patient {record.get('patient_id') or '?'}  |  grade: {grade or 'none'}"
     draw.text((6, 4), headline, fill=GRADE_COLOURS.get(grade, (255, 255, 255)), font=large)
-    hidden = len(record["detections"]) - len(pairs)
-    more = f"  |  {hidden} less confident boxes not drawn" if hidden > 0 else ""
-    subtitle = f"{Path(record['file']).name}{more}  |  {FRAME_NOTE}  |  {DISCLAIMER}"
-    draw.text((6, 25), subtitle, fill=TEXT_GREY, font=small)
+    for line_number, line in enumerate(subtitle):
+        draw.text((6, 25 + LINE_PX * line_number), line, fill=TEXT_GREY, font=small)
     for text, (x, y) in (
-        ("A", (size[0] / 2, HEADER_PX + 2)),
-        ("P", (size[0] / 2, HEADER_PX + size[1] - 16)),
-        ("R", (4, HEADER_PX + size[1] / 2)),
-        ("L", (size[0] - 14, HEADER_PX + size[1] / 2)),
+        ("A", (size[0] / 2, header + 2)),
+        ("P", (size[0] / 2, header + size[1] - 16)),
+        ("R", (4, header + size[1] / 2)),
+        ("L", (size[0] - 14, header + size[1] / 2)),
     ):
         draw.text((x, y), text, fill=(255, 255, 0), font=large)
     out_png = Path(out_png)
