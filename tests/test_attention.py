@@ -115,3 +115,18 @@ def test_build_attention_names():
     assert build_attention("ds", 64, AttentionOptions(residual=False)).residual is False
     with pytest.raises(ValueError, match="none, se, sk, ds"):
         build_attention("cbam", 64)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_modules_compute_in_float32_under_cpu_bfloat16_autocast(module):
+    """The attention modules sit out CPU bf16 autocast (see `cpu_float32`); inputs may be bf16."""
+    torch.manual_seed(0)
+    attention = module(64, residual=False)
+    x = torch.rand(2, 64, 12, 12)
+    expected = attention(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(x.bfloat16())  # what a bf16 convolution before it hands over
+        assert torch.nn.Conv2d(64, 8, 1)(got).dtype == torch.bfloat16  # autocast still on
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, attention(x.bfloat16().float()))  # no bf16 inside
+    assert (got - expected).abs().max() < 0.05  # only the input was rounded to bf16

@@ -17,7 +17,9 @@ instead of ``C² k²``. Measured overheads on the whole detector are in ``docs/m
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,27 @@ class AttentionOptions:
 
 DEFAULT_ATTENTION = AttentionOptions()
 """Residual, 128 groups, reduction 16: what ``params.yaml`` sets."""
+
+
+def cpu_float32(forward: Callable[[nn.Module, Tensor], Tensor]) -> Callable:
+    """Run an attention module's `forward` in float32 when CPU bfloat16 autocast is on.
+
+    Under CPU bfloat16 autocast on a CPU with AMX (``train.cpu_bf16``), the weight gradient
+    of the stem DS module's depthwise 3×3 convolution came out as 1e26-1e31 in some steps
+    while the gradients flowing into it were about 1e-8 (a float32 rerun of the same step
+    gives about 1e-5); training then diverged within 20 steps, at a different step each run.
+    The modules are about 2 % of the detector's compute, so they run in float32 there; the
+    rest of the network keeps bfloat16. CUDA autocast (float16 AMP) is left as it is.
+    """
+
+    @functools.wraps(forward)
+    def float32_forward(self: nn.Module, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return forward(self, x)
+        with torch.autocast("cpu", enabled=False):
+            return forward(self, x.float())
+
+    return float32_forward
 
 
 def squeeze_channels(channels: int, reduction: int, minimum: int = 8) -> int:
@@ -136,6 +159,7 @@ class DualSelective(nn.Module):
         if residual:
             nn.init.zeros_(self.fuse[1].weight)
 
+    @cpu_float32
     def forward(self, x: Tensor) -> Tensor:
         """Re-weight both branches per channel, sum, fuse; add ``x`` when residual."""
         selected = self.gate3(self.branch3(x)) + self.gate5(self.branch5(x))
@@ -169,6 +193,7 @@ class SqueezeExcite(nn.Module):
         if residual:
             self.layer_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
+    @cpu_float32
     def forward(self, x: Tensor) -> Tensor:
         """Scale the channels of ``x``; add ``x`` when residual."""
         excited = self.excite(x)
@@ -218,6 +243,7 @@ class SelectiveKernel(nn.Module):
         if residual:
             self.layer_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
+    @cpu_float32
     def forward(self, x: Tensor) -> Tensor:
         """Weigh the branches per channel by a softmax across them; add ``x`` when residual."""
         branches = torch.stack([branch(x) for branch in self.branches], dim=1)  # [B, M, C, H, W]
