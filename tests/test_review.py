@@ -125,6 +125,7 @@ def evaluated(tmp_path_factory, monkeypatch_module):
     from dsnet.synth.generate import synthesize
 
     monkeypatch_module.setenv("DSNET_TRACKING", "off")
+    monkeypatch_module.setenv("DSNET_KFP_RUN_ID", "run-7f3a")  # as a pipeline step sets it
     root = tmp_path_factory.mktemp("review")
     synthesize(root / "data", patients=6, seed=5, slices_per_vertebra=1)
     write_split(split_patients(load_data_dir(root / "data"), 0.5, 0), root / "split.json")
@@ -167,6 +168,12 @@ def test_the_report_numbers_equal_metrics_json(evaluated):
         row = intervals[key]
         assert row["value"] == metrics[key]
         assert row["low"] <= row["value"] <= row["high"], key
+
+
+def test_the_model_card_names_the_pipeline_run_and_the_training_commit(evaluated):
+    lineage = evaluated["evidence"]["card"]["lineage"]
+    assert lineage["kfp_run_id"] == "run-7f3a" and lineage["git_sha"] == "abc123"
+    assert "run-7f3a" in evaluated["report"].read_text()
 
 
 def test_the_report_is_self_contained_and_complete(evaluated):

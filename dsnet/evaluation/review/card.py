@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dsnet.tracking.lineage import pipeline_tags
+
 INTENDED_USE = (
     "Research and engineering evaluation of opportunistic osteoporosis screening: locate the "
     "L1-L4 vertebral bodies on axial lumbar CT slices and grade each as normal, osteopenia "
@@ -33,7 +35,6 @@ def model_card(
     data_version: str,
     n_patients: int,
     n_images: int,
-    kfp_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Describe the model under review for a reader of the report.
 
@@ -43,13 +44,13 @@ def model_card(
         data_version: Its DVC hash (`dsnet.tracking.data_version`).
         n_patients: Hold-out patients.
         n_images: Hold-out slices.
-        kfp_run_id: The Kubeflow pipeline run, when the evaluation ran in one.
 
     Returns:
         ``intended_use``, ``not_intended_use``, ``data`` (dir, version, synthetic flag,
         source sentence, hold-out size), ``training`` (architecture and profile) and
         ``lineage`` (git sha, params hash, data version the model was trained on, MLflow
-        training run, KFP run).
+        training run, and the KFP run the evaluation ran in: ``DSNET_KFP_RUN_ID``, which
+        the pipeline's steps set, `dsnet.platform.services`).
 
     """
     meta = dict(checkpoint.get("meta") or {})
@@ -90,7 +91,7 @@ def model_card(
             "params_hash": meta.get("params_hash", "unknown"),
             "trained_on_data_version": meta.get("data_version", "unknown"),
             "mlflow_run_id": meta.get("run_id"),
-            "kfp_run_id": kfp_run_id or os.environ.get("KFP_RUN_ID") or None,
+            "kfp_run_id": pipeline_tags().get("kfp.run_id"),
             "created_utc": meta.get("created_utc"),
         },
     }
