@@ -659,12 +659,25 @@ def test_local_run_registers_a_version_with_lineage_then_skips_unchanged_data(
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
 
 
+def without_retries(tree):
+    """A compiled pipeline (YAML tree) with every task's retry policy removed."""
+    if isinstance(tree, dict):
+        return {k: without_retries(v) for k, v in tree.items() if k != "retryPolicy"}
+    return [without_retries(v) for v in tree] if isinstance(tree, list) else tree
+
+
 def test_local_run_failure_names_the_failed_task_in_one_line(tmp_path):
     shutil.copyfile(ROOT / "params.yaml", tmp_path / "params.yaml")
     env = {**os.environ, "DSNET_TRACKING": "off"}
     missing = tmp_path / "no-such-repo"
+    # fetch-data retries 3 times with 30/60/120 s back-off (checked above): 3.5 min of
+    # waiting for a repository that cannot appear, so this run takes the package without them
+    package = tmp_path / "no_retries.yaml"
+    documents = list(yaml.safe_load_all(PACKAGE.read_text()))
+    assert "retryPolicy" in PACKAGE.read_text()
+    package.write_text(yaml.safe_dump_all([without_retries(d) for d in documents], sort_keys=False))
     result = dsnet(
-        "pipeline", "local", "--package", str(PACKAGE), "--out", "out",
+        "pipeline", "local", "--package", str(package), "--out", "out",
         "--data-repo", str(missing), env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
