@@ -29,6 +29,13 @@ def is_synthetic(data_dir: str | os.PathLike[str]) -> bool:
     return (Path(data_dir) / SYNTHETIC_MARKER).is_file()
 
 
+def _rounded(value: Any, digits: int) -> Any:
+    """`value` rounded for a reader when it is a number; anything else as it is."""
+    if isinstance(value, float):
+        return round(value, digits)
+    return value
+
+
 def model_card(
     checkpoint: Mapping[str, Any],
     data_dir: str | os.PathLike[str],
@@ -83,8 +90,8 @@ def model_card(
             "device": meta.get("device"),
             "world_size": meta.get("world_size"),
             "precision": meta.get("precision"),
-            "train_seconds": meta.get("train_seconds"),
-            "final_loss": meta.get("final_loss"),
+            "train_seconds": _rounded(meta.get("train_seconds"), 1),
+            "final_loss": _rounded(meta.get("final_loss"), 4),
         },
         "lineage": {
             "git_sha": meta.get("git_sha", "unknown"),
