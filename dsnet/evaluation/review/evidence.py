@@ -18,7 +18,6 @@ its rendering ``review/report.html``; registration re-renders it with the gate's
 from __future__ import annotations
 
 import base64
-import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from dsnet.core.errors import InputError
 from dsnet.core.fsutil import atomic_write_json, atomic_write_text
+from dsnet.core.inputs import read_json
 from dsnet.evaluation.plots import write_confusion
 from dsnet.evaluation.review.bootstrap import bootstrap
 from dsnet.evaluation.review.card import model_card
@@ -225,12 +225,9 @@ def read_evidence(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     """
     path = Path(path)
-    try:
-        evidence = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "review evidence not found (written by dsnet evaluate)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable JSON file ({exc})") from None
+    if not path.exists():
+        raise InputError(path, "review evidence not found (written by dsnet evaluate)")
+    evidence = read_json(path)
     if not isinstance(evidence, dict) or evidence.get("schema") != 1:
         raise InputError(path, "not a review evidence document (schema 1)")
     return evidence

@@ -13,6 +13,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from dsnet.core.errors import InputError
+from dsnet.core.inputs import read_json
 from dsnet.data.split import read_split
 
 CHAMPION_METRICS = ("map50", "acc")  # compared with the champion (gate and promotion)
@@ -124,12 +125,9 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     """
     path = Path(path)
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(path, "metrics file not found") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable JSON file ({exc})") from None
+    if not path.exists():
+        raise InputError(path, "metrics file not found")
+    metrics = read_json(path)
     if not isinstance(metrics, dict):
         raise InputError(path, "expected a JSON object of metrics")
     for key in REQUIRED_METRICS:
