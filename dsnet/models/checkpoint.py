@@ -119,6 +119,7 @@ def build_model(
 
     """
     detector = dict(config.get("detector") or {})
+    attention = {**ATTENTION_DEFAULTS, **config}  # older checkpoints lack groups/reduction
     if config.get("anchor_sizes") and config["backbone"] in FEATURE_MAPS:
         maps = FEATURE_MAPS[config["backbone"]]
         detector["rpn_anchor_generator"] = anchor_generator(config["anchor_sizes"], maps)
@@ -129,8 +130,8 @@ def build_model(
         weights=weights,
         attention_options=AttentionOptions(
             residual=bool(config["attention_residual"]),
-            groups=int(config.get("attention_groups", AttentionOptions.groups)),
-            reduction=int(config.get("attention_reduction", AttentionOptions.reduction)),
+            groups=int(attention["attention_groups"]),
+            reduction=int(attention["attention_reduction"]),
         ),
         trainable_layers=trainable_layers,
         min_size=int(config["min_size"]),
