@@ -122,7 +122,8 @@ def render_overlay(
     size = (round(width * zoom), round(height * zoom))
     picture = Image.fromarray(grey).convert("RGB").resize(size, Image.Resampling.BILINEAR)
     small, large = _font(13), _font(16)
-    hidden = len(record["detections"]) - min(len(record["detections"]), MAX_DRAWN)
+    pairs = list(zip(record["detections"], record["hu"]["detections"], strict=True))[:MAX_DRAWN]
+    hidden = len(record["detections"]) - len(pairs)
     more = [f"{hidden} less confident boxes not drawn"] if hidden > 0 else []
     subtitle = _wrap(
         [Path(record["file"]).name, *more, FRAME_NOTE, DISCLAIMER], small, size[0] + PANEL_PX - 12
@@ -131,7 +132,6 @@ def render_overlay(
     canvas = Image.new("RGB", (size[0] + PANEL_PX, max(size[1], 2 * PANEL_PX) + header))
     canvas.paste(picture, (0, header))
     draw = ImageDraw.Draw(canvas)
-    pairs = list(zip(record["detections"], record["hu"]["detections"], strict=True))[:MAX_DRAWN]
     for rank, (det, _) in reversed(list(enumerate(pairs, start=1))):  # top one drawn last
         colour = GRADE_COLOURS.get(det["label"], OTHER_COLOUR)
         x1, y1, x2, y2 = (v * zoom for v in boxes[rank - 1])
