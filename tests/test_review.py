@@ -21,8 +21,9 @@ from dsnet.core.errors import InputError
 from dsnet.evaluation.detection import ImageDetections
 from dsnet.evaluation.evaluate import evaluate
 from dsnet.evaluation.review.bootstrap import bootstrap, estimates, resample
+from dsnet.evaluation.review.card import LINEAGE_FIELDS, TRAINING_FIELDS
 from dsnet.evaluation.review.evidence import review_paths, review_settings
-from dsnet.evaluation.review.report_html import METRIC_ORDER
+from dsnet.evaluation.review.report_html import METRIC_ORDER, card_html
 from dsnet.evaluation.scoring import SliceResult, compute_metrics
 
 CATEGORIES = [{"id": 1, "name": "normal"}, {"id": 2, "name": "osteopenia"},
@@ -174,6 +175,18 @@ def test_the_model_card_names_the_pipeline_run_and_the_training_commit(evaluated
     lineage = evaluated["evidence"]["card"]["lineage"]
     assert lineage["kfp_run_id"] == "run-7f3a" and lineage["git_sha"] == "abc123"
     assert "run-7f3a" in evaluated["report"].read_text()
+
+
+def test_card_rows_keep_their_order_through_the_sorted_evidence_json(evaluated):
+    """The report attached at registration is rendered from evidence.json (sorted keys)."""
+    card = evaluated["evidence"]["card"]  # read back from evidence.json
+    assert list(card["training"]) == sorted(TRAINING_FIELDS)  # the JSON order is alphabetical
+    assert list(card["lineage"]) == sorted(LINEAGE_FIELDS)
+    text = read_report(evaluated["report"].read_text()).text
+    for rendered in (text, read_report(card_html(card)).text):
+        starts = [rendered.index(f"training: {k.replace('_', ' ')}") for k in TRAINING_FIELDS]
+        starts += [rendered.index(f"lineage: {k.replace('_', ' ')}") for k in LINEAGE_FIELDS]
+        assert starts == sorted(starts)
 
 
 def test_the_report_is_self_contained_and_complete(evaluated):

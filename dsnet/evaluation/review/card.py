@@ -22,6 +22,16 @@ NOT_INTENDED_USE = (
     "implants or metastases."
 )
 SYNTHETIC_MARKER = "synth_truth.csv"  # written by `dsnet synth` beside the data contract
+TRAINING_FIELDS = (
+    "backbone", "attention", "input_px", "spacing_mm", "epochs", "seed", "device",
+    "world_size", "precision", "train_seconds", "final_loss",
+)  # fmt: skip
+"""Rows of the card's training table, in reading order (the evidence JSON sorts keys)."""
+LINEAGE_FIELDS = (
+    "git_sha", "params_hash", "trained_on_data_version", "mlflow_run_id", "kfp_run_id",
+    "created_utc",
+)  # fmt: skip
+"""Rows of the card's lineage table, in reading order."""
 
 
 def is_synthetic(data_dir: str | os.PathLike[str]) -> bool:

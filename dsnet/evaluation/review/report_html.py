@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from string import Template
 from typing import Any
 
+from dsnet.evaluation.review.card import LINEAGE_FIELDS, TRAINING_FIELDS
+
 # docs/metrics.md order; per-class AP rows follow map50.
 METRIC_ORDER = (
     "map50",
@@ -156,8 +158,11 @@ def card_html(card: Mapping[str, Any]) -> str:
         ["data version (DVC)", data["version"]],
         ["hold-out", f"{data['holdout_patients']} patients, {data['holdout_slices']} slices"],
     ]
-    rows += [[f"training: {k.replace('_', ' ')}", _recorded(v)] for k, v in training.items()]
-    rows += [[f"lineage: {k.replace('_', ' ')}", _recorded(v)] for k, v in lineage.items()]
+    for title, values, fields in (
+        ("training", training, TRAINING_FIELDS),
+        ("lineage", lineage, LINEAGE_FIELDS),
+    ):
+        rows += [[f"{title}: {k.replace('_', ' ')}", _recorded(values.get(k))] for k in fields]
     details = table(["", ""], [[f"<th>{esc(k)}</th>", cell(v)] for k, v in rows])
     return use + details
 
