@@ -183,6 +183,49 @@ def test_targeted_variant_is_a_square_crop_of_tissue_with_the_body_inside():
     assert len(fovs) >= 15
 
 
+def test_variant_bodies_reach_small_round_shapes_with_an_open_canal():
+    """Variant L1 bodies come down to ~25 mm wide and as round as CT_small's (26 x 30 mm)."""
+    shapes = []
+    for index in range(60):
+        rng = np.random.default_rng([6, index])
+        scene = phantom.build_scene(rng, population.sample_patient(rng, index))
+        variant = phantom.sample_variant(rng, scene)
+        width = variant.vertebrae["L1"].half_width / scene.vertebrae["L1"].half_width
+        depth = variant.vertebrae["L1"].half_depth / scene.vertebrae["L1"].half_depth
+        assert phantom.VARIANT_BODY_WIDTH[0] <= width <= phantom.VARIANT_BODY_WIDTH[1]
+        assert phantom.VARIANT_BODY_DEPTH[0] <= depth <= phantom.VARIANT_BODY_DEPTH[1]
+        for level, vb in variant.vertebrae.items():
+            before = scene.vertebrae[level]
+            assert vb.half_width == pytest.approx(before.half_width * width)
+            assert vb.half_depth == pytest.approx(before.half_depth * depth)
+            assert vb.trabecular_hu == before.trabecular_hu  # density untouched
+        l1 = variant.vertebrae["L1"]
+        shapes.append((2 * l1.half_width, l1.half_width / l1.half_depth))
+    widths, aspects = np.array(shapes).T
+    assert widths.min() < 29.0 and widths.max() > 40.0
+    assert aspects.min() < 1.0 and aspects.max() > 1.5  # as round as thoracic, as flat as L4
+
+    rng = np.random.default_rng(3)
+    scene = phantom.build_scene(rng, population.sample_patient(rng, 0))
+    full = phantom.render_slice(scene, "L2", 0.0, np.random.default_rng(1))
+    resized = phantom.resize_bodies(scene, 0.7, 0.9)
+    shrunk = phantom.render_slice(resized, "L2", 0.0, np.random.default_rng(1))
+    (x1, y1, x2, y2), (u1, v1, u2, v2) = full.box_xyxy, shrunk.box_xyxy
+    assert u2 - u1 == pytest.approx(0.7 * (x2 - x1), abs=2)
+    assert v2 - v1 == pytest.approx(0.9 * (y2 - y1), abs=2)
+    # the canal stays open, and narrower than a narrow body (CANAL_BODY_RATIO)
+    assert 10 <= _canal_width(shrunk) <= _canal_width(full)
+    assert _canal_width(shrunk) < 0.75 * (u2 - u1)
+
+
+def _canal_width(rendered: phantom.RenderedSlice) -> int:
+    """Pixels of CSF-like values (-30..60 HU) across the canal, 8 px behind the body's box."""
+    x1, _, x2, y2 = rendered.box_xyxy
+    centre = (x1 + x2) // 2
+    row = rendered.hu[y2 + 8, centre - 30 : centre + 30]
+    return int(((row > -30) & (row < 60)).sum())
+
+
 def test_shared_level_background_gives_the_same_slice():
     rng = np.random.default_rng(4)
     scene = phantom.build_scene(rng, population.sample_patient(rng, 0))

@@ -31,6 +31,7 @@ BODY_HALF_DEPTH = {"L1": 15.0, "L2": 15.8, "L3": 16.4, "L4": 16.8}
 TRANSVERSE_LENGTH = {"L1": 15.0, "L2": 21.0, "L3": 27.0, "L4": 23.0}
 SPINOUS_LENGTH = {"L1": 27.0, "L2": 28.0, "L3": 28.0, "L4": 25.0}
 CANAL_HALF_WIDTH = {"L1": 10.5, "L2": 11.0, "L3": 11.5, "L4": 12.0}
+CANAL_BODY_RATIO = 0.6  # a narrow (resized, `phantom.resize_bodies`) body: narrower canal
 WAIST_PER_MM2 = 0.004  # relative body widening per mm^2 of distance from mid-height
 
 
@@ -140,7 +141,7 @@ def posterior_layers(vb: Vertebra, tissue_csf: float, tissue_fat: float) -> list
     level = vb.level
     ped_u, ped_v0, ped_v1 = 0.62 * a, 0.55 * b, b + 9.0
     canal_v = b + 9.0
-    canal_a, canal_b = CANAL_HALF_WIDTH[level], 7.5
+    canal_a, canal_b = min(CANAL_HALF_WIDTH[level], CANAL_BODY_RATIO * a), 7.5
     lamina_end = (0.0, canal_v + canal_b + 3.0)
     sp_end = (0.0, lamina_end[1] + SPINOUS_LENGTH[level])
     tp_len = TRANSVERSE_LENGTH[level]

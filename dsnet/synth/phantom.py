@@ -38,6 +38,8 @@ MIN_FOV_MM = 84.0  # smallest targeted field of view (128 px at >= 0.66 mm: pydi
 SCAN_FIELD_MM = 500.0  # diameter of the scanner's measured field, centred on the isocentre
 VARIANT_TABLE_SHIFT_MM = 30.0  # table height change: the patient moves up/down this much
 TARGETED_MARGIN_MM = 60.0  # a field of view narrower than the trunk + this is targeted
+VARIANT_BODY_WIDTH = (0.62, 1.0)  # variant patients' body width (and muscles) x this
+VARIANT_BODY_DEPTH = (0.8, 1.05)  # ... and body depth x this, drawn on its own
 STREAK_PROBABILITY = 0.12
 LEVEL_PITCH_MM = 36.0  # body height + disc, centre to centre
 CALIBRATION_SD_HU = 9.0
@@ -145,8 +147,13 @@ def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScen
     moved up or down by up to `VARIANT_TABLE_SHIFT_MM`; a field of view narrower than the
     trunk plus `TARGETED_MARGIN_MM` is a targeted reconstruction centred on the spine:
     between the vertebral body's centre and up to 20 mm behind it (towards the canal, where
-    pydicom's ``CT_small.dcm`` is centred), ± 4 mm. Anatomy and every other scan setting
-    stay as drawn.
+    pydicom's ``CT_small.dcm`` is centred), ± 4 mm. The vertebral bodies are resized
+    (`resize_bodies`): width x uniform `VARIANT_BODY_WIDTH`, depth x uniform
+    `VARIANT_BODY_DEPTH`, so L1 bodies come 24-49 mm wide and from 1.8 to 0.8 times as
+    wide as deep - below adult lumbar size and as round as a thoracic body, a margin so
+    that small or round bodies (small elderly women, the thoracolumbar junction, or
+    ``CT_small.dcm``'s thoracic body, 26 mm wide and 30 mm deep) are still found. Every
+    other setting stays as drawn.
 
     Args:
         rng: The variant's own generator (so standard patients are drawn as before).
@@ -162,6 +169,9 @@ def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScen
     spacing = float(rng.uniform(max(low, MIN_FOV_MM / matrix), high))
     shift = float(rng.uniform(-VARIANT_TABLE_SHIFT_MM, VARIANT_TABLE_SHIFT_MM))
     jitter = (float(rng.normal(0.0, 4.0)), float(rng.normal(0.0, 4.0) + rng.uniform(0.0, 20.0)))
+    scene = resize_bodies(
+        scene, float(rng.uniform(*VARIANT_BODY_WIDTH)), float(rng.uniform(*VARIANT_BODY_DEPTH))
+    )
     trunk_xy = (scan.trunk_xy[0], scan.trunk_xy[1] + shift)
     variant = replace(scan, matrix=matrix, spacing=spacing, trunk_xy=trunk_xy)
     if matrix * spacing >= scene.habitus.width + TARGETED_MARGIN_MM:
@@ -170,6 +180,27 @@ def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScen
     spine = np.mean(np.asarray(levels), axis=0)
     centre = (float(spine[0]) + jitter[0], float(spine[1]) + jitter[1])
     return replace(scene, scan=replace(variant, fov_centre_xy=centre, targeted=True))
+
+
+def resize_bodies(scene: PatientScene, width: float, depth: float) -> PatientScene:
+    """Scale every vertebral body's width by `width` and its depth and notch by `depth`.
+
+    The muscles, which `anatomy.Habitus.skeleton` sizes, follow the width; the posterior
+    elements keep their size and move with the body's posterior wall, and the canal
+    narrows only where a narrow body needs it (`bone.CANAL_BODY_RATIO`). Bone density
+    and every other draw are unchanged.
+    """
+    vertebrae = {
+        name: replace(
+            vb,
+            half_width=vb.half_width * width,
+            half_depth=vb.half_depth * depth,
+            notch=vb.notch * depth,
+        )
+        for name, vb in scene.vertebrae.items()
+    }
+    habitus = replace(scene.habitus, skeleton=scene.habitus.skeleton * width)
+    return replace(scene, habitus=habitus, vertebrae=vertebrae)
 
 
 def build_scene(rng: np.random.Generator, truth: PatientTruth) -> PatientScene:
