@@ -184,7 +184,7 @@ def test_targeted_variant_is_a_square_crop_of_tissue_with_the_body_inside():
 
 
 def test_variant_bodies_reach_small_round_shapes_with_an_open_canal():
-    """Variant L1 bodies come down to ~25 mm wide and as round as CT_small's (26 x 30 mm)."""
+    """Variant L1 bodies come down to ~25 mm wide and as round as CT_small's (26 x 25 mm)."""
     shapes = []
     for index in range(60):
         rng = np.random.default_rng([6, index])

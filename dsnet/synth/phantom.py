@@ -152,7 +152,7 @@ def sample_variant(rng: np.random.Generator, scene: PatientScene) -> PatientScen
     `VARIANT_BODY_DEPTH`, so L1 bodies come 24-49 mm wide and from 1.8 to 0.8 times as
     wide as deep - below adult lumbar size and as round as a thoracic body, a margin so
     that small or round bodies (small elderly women, the thoracolumbar junction, or
-    ``CT_small.dcm``'s thoracic body, 26 mm wide and 30 mm deep) are still found. Every
+    ``CT_small.dcm``'s thoracic body, 26 mm wide and 25 mm deep) are still found. Every
     other setting stays as drawn.
 
     Args:
